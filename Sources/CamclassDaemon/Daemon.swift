@@ -1,0 +1,209 @@
+import Capture
+import Glibc
+import ImageOps
+import Inference
+import Logging
+import Pipeline
+import Publishing
+import ServiceLifecycle
+import Support
+
+/// Errors that stop the daemon at start-up, each with the sysexits code `main` exits with, so
+/// `systemctl status` tells the cause.
+public struct StartupError: Error, CustomStringConvertible {
+    public var message: String
+    public var exitCode: Int32
+    public var description: String { message }
+
+    public static let configError: Int32 = 78     // EX_CONFIG
+    public static let unavailable: Int32 = 69     // EX_UNAVAILABLE: a library or device is missing
+    public static let noInput: Int32 = 66         // EX_NOINPUT: a model or replay file is missing
+    public static let software: Int32 = 70        // EX_SOFTWARE
+    public static let cantCreate: Int32 = 73      // EX_CANTCREAT: socket or log cannot be created
+}
+
+/// The wired daemon: source → pipeline → socket + rolling log. Built by `buildDaemon(config:)`,
+/// which `camclassd`'s `main` and the integration tests both call.
+public final class Daemon: @unchecked Sendable {
+    public let config: DaemonConfig
+    public let model: ModelDescriptor
+    public let labels: LabelSet
+    public let engine: any InferenceEngine
+    public let source: any FrameSource
+    public let socket: UnixSocketPublisher
+    public let log: RollingLog
+    public let pipeline: ClassificationPipeline
+    let logger: Logger
+
+    init(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, engine: any InferenceEngine,
+         source: any FrameSource, socket: UnixSocketPublisher, log: RollingLog, pipeline: ClassificationPipeline,
+         logger: Logger) {
+        self.config = config
+        self.model = model
+        self.labels = labels
+        self.engine = engine
+        self.source = source
+        self.socket = socket
+        self.log = log
+        self.pipeline = pipeline
+        self.logger = logger
+    }
+
+    /// Starts log, socket and pipeline (in that order), runs until SIGTERM/SIGINT, the frame limit
+    /// or the end of a non-looping replay, then stops them in reverse order, flushing everything.
+    /// - Throws: `StartupError` when a stage cannot start; `PipelineError` when it failed while running.
+    public func run() async throws {
+        do { try log.start() } catch {
+            throw StartupError(message: "cannot open the rolling log '\(config.logPath)': \(error)", exitCode: StartupError.cantCreate)
+        }
+        do { try socket.start() } catch {
+            log.stop()
+            throw StartupError(message: "\(error)", exitCode: StartupError.cantCreate)
+        }
+        do { try pipeline.start() } catch {
+            socket.stop()
+            log.stop()
+            throw StartupError(message: "cannot start the source '\(source.name)': \(error)", exitCode: StartupError.unavailable)
+        }
+        logger.info("camclassd running", metadata: [
+            "source": "\(source.name)", "model": "\(model.name)", "engine": "\(engine.info.summary)"])
+
+        // ServiceGroup runs the graceful shutdown on signals and stops services in reverse order.
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: StageService(name: "log") { [log] in log.stop() }),
+                .init(service: StageService(name: "socket") { [socket] in socket.stop() }),
+                .init(service: PipelineService(pipeline: pipeline), successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        if let error = pipeline.error { throw error }
+        let c = pipeline.counters
+        logger.info("camclassd stopped", metadata: [
+            "pipeline.captured": "\(c.captured)", "pipeline.published": "\(c.published)",
+            "pipeline.dropped_queue_full": "\(c.droppedQueueFull)", "pipeline.inference_errors": "\(c.inferenceErrors)"])
+    }
+}
+
+/// A started stage that only needs stopping: waits for graceful shutdown, then runs `stop` (on a
+/// dedicated thread, since stopping joins threads).
+struct StageService: Service {
+    let name: String
+    let stop: @Sendable () -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await runBlocking(stop)
+    }
+}
+
+/// The pipeline finishes on its own (frame limit, end of replay, failure) or on shutdown.
+struct PipelineService: Service {
+    let pipeline: ClassificationPipeline
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !pipeline.waitFinished(timeoutNs: 0) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        pipeline.stop()
+        await runBlocking { pipeline.wait() }
+    }
+}
+
+/// Runs blocking work off Swift's cooperative pool.
+func runBlocking(_ body: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+        _ = DedicatedThread(name: "camclass-stop") {
+            body()
+            c.resume()
+        }
+    }
+}
+
+/// Builds the daemon from `config`: loads the model and labels, the engine, the source, and wires
+/// the pipeline to the socket and the rolling log. Nothing is started.
+/// - Parameter onResult: optional observer on the result thread (the `--print` console output).
+/// - Throws: `StartupError` with a message that says exactly what is missing and an exit code.
+public func buildDaemon(config: DaemonConfig, logger: Logger,
+                        onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)? = nil) throws -> Daemon {
+    try config.validate()
+    let model: ModelDescriptor
+    do { model = try ModelDescriptor.load(path: config.modelPath) } catch {
+        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    }
+    let labels: LabelSet
+    do {
+        if let path = model.labelsPath { labels = try LabelSet(path: path) } else {
+            labels = LabelSet(names: (0..<1000).map { "class \($0)" })
+        }
+    } catch { throw StartupError(message: "\(error)", exitCode: StartupError.noInput) }
+
+    let engine: any InferenceEngine
+    do {
+        engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
+    } catch let e as InferenceError {
+        if case .libraryMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.unavailable) }
+        if case .modelMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.noInput) }
+        throw StartupError(message: "\(e)", exitCode: StartupError.software)
+    }
+    logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
+
+    let source: any FrameSource
+    do { source = try makeSource(config: config, logger: logger) } catch let e as StartupError { throw e } catch {
+        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    }
+
+    var socketOptions = SocketOptions(path: config.socketPath)
+    socketOptions.mode = mode_t(config.socketMode)
+    socketOptions.subscriberBufferBytes = config.subscriberBufferBytes
+    socketOptions.maxSubscribers = config.maxSubscribers
+    socketOptions.maxRequestBytes = config.maxRequestBytes
+    let socket = UnixSocketPublisher(options: socketOptions, logger: logger)
+
+    var logOptions = RollingLogOptions(path: config.logPath)
+    logOptions.maxBytes = config.logMaxBytes
+    logOptions.keep = config.logKeep
+    logOptions.bufferBytes = config.logBufferBytes
+    let log = RollingLog(options: logOptions, logger: logger)
+
+    var options = PipelineOptions()
+    options.queueCapacity = config.queueCapacity
+    options.resizeMode = ResizeMode(rawValue: config.resize) ?? .crop
+    options.topK = config.topK
+    options.frameLimit = config.frameLimit
+    options.maxConsecutiveFailures = config.maxConsecutiveFailures
+    let observer = onResult.map { f in { @Sendable (r: ClassificationResult) in f(r, labels) } }
+    let pipeline = ClassificationPipeline(source: source, engine: engine, labels: labels, modelName: model.name,
+                                          sinks: [socket, log], options: options, logger: logger, onResult: observer)
+    return Daemon(config: config, model: model, labels: labels, engine: engine, source: source, socket: socket,
+                  log: log, pipeline: pipeline, logger: logger)
+}
+
+func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, logger: Logger) throws -> any InferenceEngine {
+    switch config.backend {
+    case "openvino":
+        var o = OpenVINOOptions()
+        o.device = config.device
+        o.precision = config.precision
+        o.performanceHint = config.performanceHint
+        o.workers = config.workers
+        o.libraryPath = config.openVINOLibrary.isEmpty ? nil : config.openVINOLibrary
+        return try OpenVINOEngine(model: model, classes: labels.count, options: o, logger: logger)
+    default:
+        throw StartupError(message: "inference.backend '\(config.backend)' is not available in this build", exitCode: StartupError.configError)
+    }
+}
+
+func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource {
+    var path = config.sourcePath
+    if path == "auto" {
+        // The embedded default: the sample photos `make run` prepares.
+        path = "samples"
+    }
+    let source = try ReplaySource(path: path, fps: config.sourceFPS, loop: config.sourceLoop)
+    logger.info("replay source loaded", metadata: [
+        "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
+        "source.fps": "\(config.sourceFPS == 0 ? "unlimited" : String(config.sourceFPS))", "source.loop": "\(config.sourceLoop)"])
+    return source
+}

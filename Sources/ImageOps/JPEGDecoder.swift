@@ -1,0 +1,144 @@
+import CTurboJPEG
+import CYUV
+
+/// Why a JPEG could not become an NV12 frame. Every case is "drop the frame and count it".
+public enum JPEGDecodeError: Error, CustomStringConvertible, Equatable {
+    case corrupt(String)
+    case sizeMismatch(expected: String, got: String)
+    case unsupportedSubsampling(Int32)
+    case tooLarge(width: Int, height: Int)
+
+    public var description: String {
+        switch self {
+        case .corrupt(let why): return "corrupt JPEG: \(why)"
+        case .sizeMismatch(let e, let g): return "JPEG is \(g), expected \(e)"
+        case .unsupportedSubsampling(let s): return "unsupported JPEG chroma subsampling (TJSAMP \(s))"
+        case .tooLarge(let w, let h): return "JPEG of \(w)x\(h) exceeds the decoder's maximum size"
+        }
+    }
+}
+
+/// Decodes (M)JPEG straight to planar YUV with libjpeg-turbo and packs it into NV12 with libyuv.
+/// The Y plane is decoded directly into the destination; chroma goes through scratch planes that
+/// are sized once for `maxWidth` x `maxHeight`, so decoding allocates nothing.
+/// Thread context: one decoder per thread (a turbojpeg handle is not thread-safe).
+public final class JPEGDecoder {
+    private let handle: tjhandle
+    public let maxWidth: Int
+    public let maxHeight: Int
+    private let scratch: UnsafeMutablePointer<UInt8>
+    private let scratchCount: Int
+
+    public init(maxWidth: Int, maxHeight: Int) {
+        guard let h = tjInitDecompress() else { fatalError("tjInitDecompress failed: out of memory") }
+        handle = h
+        self.maxWidth = maxWidth
+        self.maxHeight = maxHeight
+        // Worst case (4:4:4): full-size Y, U and V planes.
+        scratchCount = maxWidth * maxHeight * 3
+        scratch = .allocate(capacity: scratchCount)
+    }
+
+    deinit {
+        tjDestroy(handle)
+        scratch.deallocate()
+    }
+
+    /// Reads width, height and subsampling without decoding.
+    public func header(_ jpeg: UnsafeRawBufferPointer) throws -> (width: Int, height: Int, subsampling: Int32) {
+        var w: Int32 = 0, h: Int32 = 0, sub: Int32 = 0, cs: Int32 = 0
+        guard let base = jpeg.baseAddress, jpeg.count > 4 else { throw JPEGDecodeError.corrupt("empty buffer") }
+        let rc = tjDecompressHeader3(handle, base.assumingMemoryBound(to: UInt8.self), UInt(jpeg.count), &w, &h, &sub, &cs)
+        if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+        return (Int(w), Int(h), sub)
+    }
+
+    /// Decodes `jpeg` into `dst`, whose width and height must equal the JPEG's (even sizes; an odd
+    /// JPEG dimension is accepted when `dst` is one smaller). A truncated or damaged JPEG throws
+    /// (libjpeg-turbo's warnings count as damage), leaving `dst` partially written.
+    public func decode(_ jpeg: UnsafeRawBufferPointer, into dst: NV12MutableView) throws {
+        let (w, h, sub) = try header(jpeg)
+        guard w & ~1 == dst.layout.width, h & ~1 == dst.layout.height else {
+            throw JPEGDecodeError.sizeMismatch(expected: "\(dst.layout.width)x\(dst.layout.height)", got: "\(w)x\(h)")
+        }
+        guard w <= maxWidth, h <= maxHeight else { throw JPEGDecodeError.tooLarge(width: w, height: h) }
+        let base = jpeg.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let flags = CTJ_FLAG_FASTDCT | CTJ_FLAG_STOPONWARNING | CTJ_FLAG_LIMITSCANS
+        let cw = Int(tjPlaneWidth(1, Int32(w), sub)), ch = Int(tjPlaneHeight(1, Int32(h), sub))
+        let outW = Int32(dst.layout.width), outH = Int32(dst.layout.height)
+
+        switch sub {
+        case Int32(TJSAMP_420.rawValue), Int32(TJSAMP_422.rawValue), Int32(TJSAMP_444.rawValue):
+            let fullY = sub != Int32(TJSAMP_420.rawValue)
+            // 4:2:0: Y straight into the destination. Others: Y into scratch too (libyuv packs it).
+            let yPlane = fullY ? scratch : dst.y
+            let yStride = fullY ? w : dst.layout.strideY
+            if !fullY && (h & 1 == 1 || w & 1 == 1) {
+                // Odd sizes would write past the destination's visible rows: use scratch then copy.
+                return try decodeViaScratchY(base, count: jpeg.count, w: w, h: h, sub: sub, flags: flags, into: dst)
+            }
+            let u = scratch + (fullY ? w * h : 0)
+            let v = u + cw * ch
+            let rc = decodePlanes(base, count: jpeg.count, width: w, height: h, flags: flags,
+                                  planes: (yPlane, u, v), strides: (Int32(yStride), Int32(cw), Int32(cw)))
+            if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+            switch sub {
+            case Int32(TJSAMP_420.rawValue):
+                MergeUVPlane(u, Int32(cw), v, Int32(cw), dst.uv, Int32(dst.layout.strideUV), outW / 2, outH / 2)
+            case Int32(TJSAMP_422.rawValue):
+                // libyuv has I422→NV21 only; swapping U and V yields NV12.
+                let s = I422ToNV21(yPlane, Int32(w), v, Int32(cw), u, Int32(cw), dst.y, Int32(dst.layout.strideY),
+                                   dst.uv, Int32(dst.layout.strideUV), outW, outH)
+                if s != 0 { throw ImageOpsError.libyuv(call: "I422ToNV21", status: s) }
+            default:
+                let s = I444ToNV12(yPlane, Int32(w), u, Int32(cw), v, Int32(cw), dst.y, Int32(dst.layout.strideY),
+                                   dst.uv, Int32(dst.layout.strideUV), outW, outH)
+                if s != 0 { throw ImageOpsError.libyuv(call: "I444ToNV12", status: s) }
+            }
+        case Int32(TJSAMP_GRAY.rawValue):
+            let rc = decodePlanes(base, count: jpeg.count, width: w, height: h, flags: flags,
+                                  planes: (scratch, nil, nil), strides: (Int32(w), 0, 0))
+            if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+            CopyPlane(scratch, Int32(w), dst.y, Int32(dst.layout.strideY), outW, outH)
+            SetPlane(dst.uv, Int32(dst.layout.strideUV), outW / 2, outH / 2, 0x8080)
+        default:
+            throw JPEGDecodeError.unsupportedSubsampling(sub)
+        }
+    }
+
+    private func decodeViaScratchY(_ base: UnsafePointer<UInt8>, count: Int, w: Int, h: Int, sub: Int32, flags: Int32,
+                                   into dst: NV12MutableView) throws {
+        let cw = Int(tjPlaneWidth(1, Int32(w), sub)), ch = Int(tjPlaneHeight(1, Int32(h), sub))
+        let u = scratch + w * h
+        let v = u + cw * ch
+        let rc = decodePlanes(base, count: count, width: w, height: h, flags: flags,
+                              planes: (scratch, u, v), strides: (Int32(w), Int32(cw), Int32(cw)))
+
+        if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+        let s = I420ToNV12(scratch, Int32(w), u, Int32(cw), v, Int32(cw), dst.y, Int32(dst.layout.strideY),
+                           dst.uv, Int32(dst.layout.strideUV), Int32(dst.layout.width), Int32(dst.layout.height))
+        if s != 0 { throw ImageOpsError.libyuv(call: "I420ToNV12", status: s) }
+    }
+
+    /// One tjDecompressToYUVPlanes call with the plane pointers on the stack (no allocation).
+    private func decodePlanes(_ base: UnsafePointer<UInt8>, count: Int, width: Int, height: Int, flags: Int32,
+                              planes: (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt8>?,
+                                       UnsafeMutablePointer<UInt8>?),
+                              strides: (Int32, Int32, Int32)) -> Int32 {
+        var p = planes
+        var s = strides
+        return withUnsafeMutableBytes(of: &p) { pp in
+            withUnsafeMutableBytes(of: &s) { sp in
+                tjDecompressToYUVPlanes(handle, base, UInt(count),
+                                        pp.baseAddress!.assumingMemoryBound(to: UnsafeMutablePointer<UInt8>?.self),
+                                        Int32(width), sp.baseAddress!.assumingMemoryBound(to: Int32.self),
+                                        Int32(height), flags)
+            }
+        }
+    }
+
+    private func errorString() -> String {
+        guard let p = tjGetErrorStr2(handle) else { return "unknown libjpeg-turbo error" }
+        return String(cString: p)
+    }
+}

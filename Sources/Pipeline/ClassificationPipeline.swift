@@ -1,0 +1,272 @@
+import Capture
+import Glibc
+import ImageOps
+import Inference
+import Logging
+import Publishing
+import Support
+import Synchronization
+
+public struct PipelineOptions: Sendable {
+    /// Frames waiting for a worker; when full the oldest is dropped.
+    public var queueCapacity = 2
+    public var resizeMode: ResizeMode = .crop
+    public var topK = 5
+    /// Stop after this many published classifications (tests, benchmarks); nil = run until stopped.
+    public var frameLimit: Int?
+    /// Consecutive inference failures after which the engine counts as unhealthy and the pipeline stops.
+    public var maxConsecutiveFailures = 50
+    public init() {}
+}
+
+/// Counters for every stage; every drop has a cause.
+public struct PipelineCounters: Sendable, Equatable {
+    public var captured = 0
+    public var published = 0
+    public var droppedQueueFull = 0
+    public var droppedPoolExhausted = 0
+    public var droppedSource = 0
+    public var inferenceErrors = 0
+    public var queueDepth = 0
+    public var droppedTotal: Int { droppedQueueFull + droppedPoolExhausted + droppedSource + inferenceErrors }
+}
+
+public enum PipelineError: Error, CustomStringConvertible {
+    case source(String)
+    case engineUnhealthy(String)
+
+    public var description: String {
+        switch self {
+        case .source(let s): return "frame source failed: \(s)"
+        case .engineUnhealthy(let s): return "inference engine unhealthy: \(s)"
+        }
+    }
+}
+
+/// capture thread → drop-oldest `FrameQueue` → N inference workers (one engine slot each) →
+/// result thread (restores frame order) → record sinks.
+/// The frame pool, engine slots, result ring and encoder buffer are all sized at start-up, so the
+/// steady state allocates nothing per frame.
+/// Thread context: `start`, `stop`, `wait` from the owner; everything else on dedicated threads.
+public final class ClassificationPipeline: @unchecked Sendable {
+    public let source: any FrameSource
+    public let engine: any InferenceEngine
+    public let options: PipelineOptions
+    public let pool: FramePool
+    public let queue: FrameQueue
+    private let sinks: [any RecordSink]
+    private let encoder: RecordEncoder
+    private let logger: Logger
+    private let onResult: (@Sendable (ClassificationResult) -> Void)?
+
+    // Result ring: ticket t lives in results[t % count]; `ready` marks completed tickets.
+    private let results: [ClassificationResult]
+    private let resultCond = Condition()
+    private var ready: [Bool]
+    private var nextToEmit: UInt64 = 0
+    private var workersRunning = 0
+    private var finished = false
+
+    private let captured = Atomic<Int>(0)
+    private let sourceDropped = Atomic<Int>(0)
+    private let inferenceErrors = Atomic<Int>(0)
+    private let published = Atomic<Int>(0)
+    private let consecutiveFailures = Atomic<Int>(0)
+    private let stopRequested = Atomic<Bool>(false)
+    private let failure = Mutex<PipelineError?>(nil)
+    private var threads: [DedicatedThread] = []
+
+    /// - Parameters:
+    ///   - sinks: receive every record's JSON line on the result thread (must not block).
+    ///   - onResult: optional observer on the result thread (e.g. console printing).
+    public init(source: any FrameSource, engine: any InferenceEngine, labels: LabelSet, modelName: String,
+                sinks: [any RecordSink], options: PipelineOptions, logger: Logger,
+                onResult: (@Sendable (ClassificationResult) -> Void)? = nil) {
+        self.source = source
+        self.engine = engine
+        self.options = options
+        self.sinks = sinks
+        self.logger = logger
+        self.onResult = onResult
+        let workers = engine.slots.count
+        let size = source.maxFrameSize
+        // Enough buffers that the capture thread always finds one: queue + one per worker + the
+        // frame being captured + one spare.
+        pool = FramePool(count: options.queueCapacity + workers + 2, width: size.width, height: size.height)
+        queue = FrameQueue(capacity: options.queueCapacity, pool: pool)
+        let ringSize = max(2, workers * 2)
+        results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.topK)) }
+        ready = Array(repeating: false, count: ringSize)
+        encoder = RecordEncoder(source: source.name, model: modelName, jsonEscapedLabels: labels.jsonEscaped,
+                                fileNames: source.fileNames)
+    }
+
+    public var counters: PipelineCounters {
+        let q = queue.counters
+        return PipelineCounters(captured: captured.load(ordering: .relaxed), published: published.load(ordering: .relaxed),
+                                droppedQueueFull: q.droppedOldest, droppedPoolExhausted: pool.exhaustedCount,
+                                droppedSource: sourceDropped.load(ordering: .relaxed),
+                                inferenceErrors: inferenceErrors.load(ordering: .relaxed), queueDepth: q.depth)
+    }
+
+    /// Why the pipeline stopped on its own (source failure, unhealthy engine), if it did.
+    public var error: PipelineError? { failure.withLock { $0 } }
+
+    /// Opens the source and starts all threads.
+    /// - Throws: whatever the source's `open` throws (missing camera, busy device…).
+    public func start() throws {
+        try source.open()
+        let slots = engine.slots
+        resultCond.locked { workersRunning = slots.count }
+        threads.append(DedicatedThread(name: "camclass-result") { [self] in resultLoop() })
+        for (i, slot) in slots.enumerated() {
+            threads.append(DedicatedThread(name: "camclass-infer\(i)") { [self] in workerLoop(slot) })
+        }
+        threads.append(DedicatedThread(name: "camclass-capture") { [self] in captureLoop() })
+        logger.info("pipeline started", metadata: [
+            "pipeline.workers": "\(slots.count)", "pipeline.queue": "\(options.queueCapacity)",
+            "pipeline.pool": "\(pool.capacity)", "pipeline.resize": "\(options.resizeMode.rawValue)"])
+    }
+
+    /// Asks the source to stop; frames already captured are still classified and published.
+    public func stop() {
+        stopRequested.store(true, ordering: .relaxed)
+        source.requestStop()
+    }
+
+    /// Blocks until every thread has finished (after `stop`, the end of a replay, or the frame limit).
+    public func wait() {
+        for t in threads { t.join() }
+        threads.removeAll()
+        source.close()
+    }
+
+    /// Blocks until the pipeline finished on its own or `timeoutNs` passed; true when finished.
+    public func waitFinished(timeoutNs: UInt64) -> Bool {
+        resultCond.wait(timeoutNs: timeoutNs, until: { finished })
+    }
+
+    // MARK: threads
+
+    private func captureLoop() {
+        var seq: UInt64 = 0
+        defer { queue.close() }
+        while !stopRequested.load(ordering: .relaxed) {
+            guard var frame = pool.acquire() else {
+                // Cannot happen with the pool sized as above; counted, and we back off briefly.
+                usleep(500)
+                continue
+            }
+            do {
+                guard try source.nextFrame(into: &frame) else { break }
+            } catch {
+                failure.withLock { $0 = .source("\(error)") }
+                logger.error("frame source failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
+                break
+            }
+            frame.info.seq = seq
+            seq += 1
+            if frame.info.sourceDropped > 0 { sourceDropped.add(Int(frame.info.sourceDropped), ordering: .relaxed) }
+            captured.add(1, ordering: .relaxed)
+            queue.push(frame)
+        }
+    }
+
+    private func workerLoop(_ slot: any InferenceSlot) {
+        let scores = UnsafeMutableBufferPointer<Float>.allocate(capacity: engine.info.classes)
+        scores.initialize(repeating: 0)
+        defer {
+            scores.deallocate()
+            resultCond.locked { workersRunning -= 1 }
+            resultCond.signal()
+        }
+        let logits = engine.info.outputsLogits
+        while true {
+            guard let frame = queue.pop() else { break }
+            let ticket = frame.info.ticket
+            let t0 = Clock.monotonicNs()
+            NV12Ops.scale(frame.pixels, into: slot.input, mode: options.resizeMode)
+            let info = frame.info
+            _ = consume frame  // the buffer goes back to the pool as soon as it is scaled
+            let t1 = Clock.monotonicNs()
+            var ok = true
+            do {
+                try slot.infer(scores: scores)
+                consecutiveFailures.store(0, ordering: .relaxed)
+            } catch {
+                ok = false
+                inferenceErrors.add(1, ordering: .relaxed)
+                let n = consecutiveFailures.add(1, ordering: .relaxed).newValue
+                if n == 1 || n % 100 == 0 {
+                    logger.warning("inference failed; frame dropped", metadata: ["error": "\(error)", "inference.consecutive_failures": "\(n)"])
+                }
+                if n >= options.maxConsecutiveFailures {
+                    failure.withLock { $0 = $0 ?? .engineUnhealthy("\(n) consecutive failures, last: \(error)") }
+                    stop()
+                }
+            }
+            let t2 = Clock.monotonicNs()
+            // Wait for this ticket's result slot to be free (the result thread lags ≤ ring size).
+            let index = Int(ticket % UInt64(results.count))
+            resultCond.wait(until: { ticket < nextToEmit + UInt64(results.count) && !ready[index] })
+            let r = results[index]
+            r.seq = info.seq
+            r.captureNs = info.captureNs
+            r.fileIndex = info.fileIndex
+            r.preprocessNs = t1 - t0
+            r.inferenceNs = t2 - t1
+            r.ok = ok
+            if ok {
+                if logits { Postprocess.softmax(scores) }
+                r.topCount = Postprocess.topK(UnsafeBufferPointer(scores), k: options.topK,
+                                              classes: r.topClasses, scores: r.topScores)
+            } else {
+                r.topCount = 0
+            }
+            resultCond.locked { ready[index] = true }
+            resultCond.signal()
+        }
+    }
+
+    private func resultLoop() {
+        var lostReported = 0
+        defer {
+            resultCond.locked { finished = true }
+            resultCond.signal()
+        }
+        while true {
+            var index = -1
+            var done = false
+            resultCond.wait(until: {
+                let i = Int(nextToEmit % UInt64(results.count))
+                if ready[i] { index = i; return true }
+                if workersRunning == 0 { done = true; return true }
+                return false
+            })
+            if done { break }
+            let r = results[index]
+            let limitReached = options.frameLimit.map { published.load(ordering: .relaxed) >= $0 } ?? false
+            if r.ok && !limitReached {
+                let c = counters
+                r.dropped = UInt64(max(0, c.droppedTotal - lostReported))
+                lostReported = c.droppedTotal
+                let now = Clock.monotonicNs()
+                r.totalNs = now >= r.captureNs ? now - r.captureNs : 0
+                r.realtimeNs = r.captureNs &+ (Clock.realtimeNs() &- now)
+                let line = encoder.classification(r)
+                for sink in sinks { sink.publish(line) }
+                onResult?(r)
+                let n = published.add(1, ordering: .relaxed).newValue
+                if let limit = options.frameLimit, n >= limit {
+                    logger.info("frame limit reached", metadata: ["pipeline.frames": "\(limit)"])
+                    stop()
+                }
+            }
+            resultCond.locked {
+                ready[index] = false
+                nextToEmit += 1
+            }
+            resultCond.signal()
+        }
+    }
+}

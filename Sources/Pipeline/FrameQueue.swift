@@ -1,0 +1,95 @@
+import Capture
+import Support
+
+/// The bounded hand-off between the capture thread and the inference workers. Policy: when full,
+/// the *oldest* frame is dropped (and counted) — a live camera wants the freshest frame, and a
+/// full downstream must never stall capture. Each popped frame gets a ticket (0, 1, 2, …) so the
+/// result stage can restore frame order after parallel inference.
+/// Thread context: any thread; a small lock-protected state machine.
+public final class FrameQueue: @unchecked Sendable {
+    public let capacity: Int
+    private let pool: FramePool
+    private let cond = Condition()
+    // Guarded by `cond`'s mutex:
+    private var ring: [FrameHandle?]
+    private var head = 0
+    private var count = 0
+    private var closed = false
+    private var nextTicket: UInt64 = 0
+    private var droppedOldest = 0
+    private var pushed = 0
+
+    public init(capacity: Int, pool: FramePool) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        self.pool = pool
+        ring = Array(repeating: nil, count: capacity)
+    }
+
+    /// Enqueues `frame`; when full, the oldest queued frame is released back to the pool first.
+    /// Returns false (and releases `frame`) when the queue is closed.
+    @discardableResult
+    public func push(_ frame: consuming NV12Frame) -> Bool {
+        let handle = frame.detach()
+        var evicted: FrameHandle?
+        let accepted = cond.locked { () -> Bool in
+            if closed { evicted = handle; return false }
+            if count == capacity {
+                evicted = ring[head]
+                ring[head] = nil
+                head = (head + 1) % capacity
+                count -= 1
+                droppedOldest += 1
+            }
+            ring[(head + count) % capacity] = handle
+            count += 1
+            pushed += 1
+            return true
+        }
+        if let evicted { _ = pool.adopt(evicted) }  // the lease ends here: buffer back to the pool
+        cond.signal()
+        return accepted
+    }
+
+    /// Blocks until a frame is available (returns it, `info.ticket` set) or the queue is closed and
+    /// empty (returns nil).
+    public func pop() -> NV12Frame? {
+        var handle: FrameHandle?
+        var ticket: UInt64 = 0
+        cond.wait(until: {
+            if count > 0 {
+                handle = ring[head]
+                ring[head] = nil
+                head = (head + 1) % capacity
+                count -= 1
+                ticket = nextTicket
+                nextTicket += 1
+                return true
+            }
+            return closed
+        })
+        guard let handle else { return nil }
+        cond.signal()
+        var frame = pool.adopt(handle)
+        frame.info.ticket = ticket
+        return frame
+    }
+
+    /// No more pushes; poppers drain what is queued, then get nil.
+    public func close() {
+        cond.locked { closed = true }
+        cond.signal()
+    }
+
+    public struct Counters: Sendable, Equatable {
+        public var pushed: Int
+        public var droppedOldest: Int
+        public var depth: Int
+        public var ticketsIssued: UInt64
+        public var closed: Bool
+    }
+
+    public var counters: Counters {
+        cond.locked { Counters(pushed: pushed, droppedOldest: droppedOldest, depth: count, ticketsIssued: nextTicket, closed: closed) }
+    }
+}

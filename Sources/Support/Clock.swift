@@ -1,0 +1,41 @@
+import Glibc
+
+/// Monotonic and wall clocks in nanoseconds.
+public enum Clock {
+    public static func monotonicNs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    public static func realtimeNs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Sleeps until the monotonic deadline (absolute), resuming after signals.
+    public static func sleep(untilMonotonicNs deadline: UInt64) {
+        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nil) == EINTR {}
+    }
+}
+
+/// Unbuffered writes to the standard streams (no shared `FILE *` state across threads).
+public enum Console {
+    public static func out(_ s: String) { write(fd: STDOUT_FILENO, s) }
+    public static func err(_ s: String) { write(fd: STDERR_FILENO, s) }
+
+    static func write(fd: Int32, _ s: String) {
+        var s = s
+        s.withUTF8 { p in
+            var off = 0
+            while off < p.count {
+                let n = Glibc.write(fd, p.baseAddress! + off, p.count - off)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                off += n
+            }
+        }
+    }
+}

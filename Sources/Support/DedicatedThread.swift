@@ -1,0 +1,70 @@
+import Glibc
+
+/// A named OS thread for blocking work (capture, decode, inference waits, socket I/O), kept off
+/// Swift's cooperative pool. `join` waits for the body to return.
+public final class DedicatedThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let box: Box
+    public let name: String
+
+    private final class Box: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        let name: String
+        init(name: String, body: @escaping @Sendable () -> Void) {
+            self.name = name
+            self.body = body
+        }
+    }
+
+    /// Starts `body` on a new thread named `name` (at most 15 bytes are shown by `ps`/`top`).
+    public init(name: String, body: @escaping @Sendable () -> Void) {
+        self.name = name
+        box = Box(name: name, body: body)
+        let context = Unmanaged.passRetained(box).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            // Name the thread for `top -H`/`ps -L` (prctl is variadic; /proc does the same).
+            let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                let short = String(box.name.prefix(15))
+                _ = short.withCString { write(fd, $0, strlen($0)) }
+                close(fd)
+            }
+            box.body()
+            return nil
+        }, context)
+        precondition(rc == 0, "pthread_create(\(name)) failed: \(rc)")
+    }
+
+    private var joined = false
+
+    /// Waits for the thread to finish. Call once, from another thread.
+    public func join() {
+        guard !joined else { return }
+        joined = true
+        pthread_join(thread, nil)
+    }
+}
+
+/// An error from a system call, carrying the call's name and errno (like v4l2-ctl's traces).
+public struct SystemCallError: Error, CustomStringConvertible, Equatable {
+    public let call: String
+    public let errno: Int32
+    public init(_ call: String, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+    public var description: String { "\(call): \(String(cString: strerror(errno))) (errno \(errno))" }
+}
+
+/// Runs a system call, retrying on EINTR; a result of -1 throws `SystemCallError(name, errno)`.
+@discardableResult
+public func syscall<T: FixedWidthInteger>(_ name: @autoclosure () -> String, _ body: () -> T) throws -> T {
+    while true {
+        let r = body()
+        if r != -1 { return r }
+        let e = errno
+        if e == EINTR { continue }
+        throw SystemCallError(name(), errno: e)
+    }
+}
