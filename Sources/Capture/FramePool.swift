@@ -73,21 +73,21 @@ public struct FrameInfo: Sendable, Equatable {
 /// A lease on one pool buffer. Releasing the lease (it going out of scope) returns the buffer.
 /// Thread context: owned by one thread at a time; move it between threads.
 public struct NV12Frame: ~Copyable, @unchecked Sendable {
-    // Unmanaged keeps the stored properties trivial so `detach` may `discard self`; the pool
-    // outlives every lease (the pipeline owns it).
-    private let pool: Unmanaged<FramePool>
+    // A strong reference: a lease keeps its pool alive (no allocation, just a retain).
+    private let pool: FramePool
     public let index: Int
     public var info = FrameInfo()
+    private var detached = false
 
     fileprivate init(pool: FramePool, index: Int) {
-        self.pool = Unmanaged.passUnretained(pool)
+        self.pool = pool
         self.index = index
     }
 
-    deinit { pool.takeUnretainedValue().giveBack(index) }
+    deinit { if !detached { pool.giveBack(index) } }
 
     /// The whole buffer, for the source to write into.
-    public var buffer: NV12MutableView { pool.takeUnretainedValue().buffers[index].view }
+    public var buffer: NV12MutableView { pool.buffers[index].view }
 
     /// The frame's visible pixels.
     public var pixels: NV12ConstView { buffer.cropped(width: info.width, height: info.height).readOnly }
@@ -95,7 +95,7 @@ public struct NV12Frame: ~Copyable, @unchecked Sendable {
     /// Turns the lease into a plain handle (for queue storage); `FramePool.adopt` turns it back.
     public consuming func detach() -> FrameHandle {
         let handle = FrameHandle(index: index, info: info)
-        discard self
+        detached = true  // ownership moves to the handle; deinit must not return the buffer
         return handle
     }
 }

@@ -12,6 +12,9 @@ public protocol FrameSource: AnyObject, Sendable {
     var maxFrameSize: (width: Int, height: Int) { get }
     /// File names of a replay, indexed by `FrameInfo.fileIndex` (empty for cameras).
     var fileNames: [String] { get }
+    /// Live sources (cameras, paced replays) lose the oldest queued frame when the pipeline is
+    /// behind; non-live ones (an unpaced replay) wait for room instead, so every frame is classified.
+    var isLive: Bool { get }
 
     func open() throws
     /// Writes the next frame into `frame.buffer` and fills `frame.info` (except `seq`).

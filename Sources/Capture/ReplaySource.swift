@@ -41,6 +41,20 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
         try load()
     }
 
+    /// Replays images already in memory (benchmarks, tests).
+    public init(name: String, images: [NV12Buffer], fileNames: [String], fps: Double, loop: Bool) {
+        precondition(!images.isEmpty && images.count == fileNames.count)
+        path = name
+        self.fps = fps
+        self.loop = loop
+        self.images = images
+        self.fileNames = fileNames
+    }
+
+    /// A paced replay stands in for a camera (drop-oldest downstream); an unpaced one is a file
+    /// job where every frame should be classified (the pipeline then applies backpressure).
+    public var isLive: Bool { fps > 0 }
+
     public var name: String { path }
 
     public var maxFrameSize: (width: Int, height: Int) {

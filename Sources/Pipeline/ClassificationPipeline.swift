@@ -93,7 +93,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
         // Enough buffers that the capture thread always finds one: queue + one per worker + the
         // frame being captured + one spare.
         pool = FramePool(count: options.queueCapacity + workers + 2, width: size.width, height: size.height)
-        queue = FrameQueue(capacity: options.queueCapacity, pool: pool)
+        queue = FrameQueue(capacity: options.queueCapacity, pool: pool, policy: source.isLive ? .dropOldest : .block)
         let ringSize = max(2, workers * 2)
         results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.topK)) }
         ready = Array(repeating: false, count: ringSize)

@@ -7,7 +7,15 @@ import Support
 /// result stage can restore frame order after parallel inference.
 /// Thread context: any thread; a small lock-protected state machine.
 public final class FrameQueue: @unchecked Sendable {
+    public enum Policy: Sendable {
+        /// Live sources: a full queue drops its oldest frame (counted).
+        case dropOldest
+        /// File jobs (unpaced replay): a full queue makes the producer wait.
+        case block
+    }
+
     public let capacity: Int
+    public let policy: Policy
     private let pool: FramePool
     private let cond = Condition()
     // Guarded by `cond`'s mutex:
@@ -19,19 +27,24 @@ public final class FrameQueue: @unchecked Sendable {
     private var droppedOldest = 0
     private var pushed = 0
 
-    public init(capacity: Int, pool: FramePool) {
+    public init(capacity: Int, pool: FramePool, policy: Policy = .dropOldest) {
         precondition(capacity > 0)
         self.capacity = capacity
+        self.policy = policy
         self.pool = pool
         ring = Array(repeating: nil, count: capacity)
     }
 
-    /// Enqueues `frame`; when full, the oldest queued frame is released back to the pool first.
+    /// Enqueues `frame`; when full, the oldest queued frame is released back to the pool first
+    /// (`.dropOldest`) or the caller waits for room (`.block`).
     /// Returns false (and releases `frame`) when the queue is closed.
     @discardableResult
     public func push(_ frame: consuming NV12Frame) -> Bool {
         let handle = frame.detach()
         var evicted: FrameHandle?
+        if policy == .block {
+            cond.wait(until: { count < capacity || closed })
+        }
         let accepted = cond.locked { () -> Bool in
             if closed { evicted = handle; return false }
             if count == capacity {

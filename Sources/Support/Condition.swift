@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A condition variable with its mutex, for thread hand-offs outside Swift concurrency.
 public final class Condition: @unchecked Sendable {
@@ -52,4 +53,12 @@ public final class Condition: @unchecked Sendable {
         pthread_cond_broadcast(&cond)
         pthread_mutex_unlock(&mutex)
     }
+}
+
+/// A shareable stop/ready flag (an `Atomic<Bool>` in a class, so closures can capture it).
+public final class AtomicFlag: Sendable {
+    private let value: Synchronization.Atomic<Bool>
+    public init(_ initial: Bool = false) { value = .init(initial) }
+    public var isSet: Bool { value.load(ordering: .acquiring) }
+    public func set(_ v: Bool = true) { value.store(v, ordering: .releasing) }
 }
