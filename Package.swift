@@ -58,7 +58,8 @@ let package = Package(
         ]),
 
         .testTarget(name: "CamclassTests", dependencies: [
-            "CamclassDaemon", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing",
+            "CamclassDaemon", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "Support",
+            "CTurboJPEG", "CYUV",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -95,7 +95,7 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
                     do { h = try decoder.header(raw) } catch { throw ReplayError.badFile(path: file, reason: "\(error)") }
                     guard h.width >= 2, h.height >= 2 else { throw ReplayError.badFile(path: file, reason: "image too small") }
                     let buf = NV12Buffer(width: h.width & ~1, height: h.height & ~1)
-                    do { try decoder.decode(raw, into: buf.view) } catch {
+                    do { try decoder.decodeExact(raw, into: buf.view) } catch {
                         throw ReplayError.badFile(path: file, reason: "\(error)")
                     }
                     return buf

@@ -106,6 +106,26 @@ public final class JPEGDecoder {
         }
     }
 
+    /// Decodes through RGB and libyuv's BT.601 *limited-range* conversion, the range cameras deliver
+    /// NV12 in and OpenVINO's NV12 colour conversion assumes. `decode` instead passes JPEG's
+    /// full-range (JFIF) YCbCr through unchanged — faster, for MJPEG cameras. This one allocates
+    /// temporary buffers: use it for one-time work (loading a replay), not per frame.
+    public func decodeExact(_ jpeg: UnsafeRawBufferPointer, into dst: NV12MutableView) throws {
+        let (w, h, _) = try header(jpeg)
+        guard w & ~1 == dst.layout.width, h & ~1 == dst.layout.height else {
+            throw JPEGDecodeError.sizeMismatch(expected: "\(dst.layout.width)x\(dst.layout.height)", got: "\(w)x\(h)")
+        }
+        let rgb = UnsafeMutablePointer<UInt8>.allocate(capacity: w * h * 3)
+        defer { rgb.deallocate() }
+        let argb = UnsafeMutablePointer<UInt8>.allocate(capacity: w * h * 4)
+        defer { argb.deallocate() }
+        let base = jpeg.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let rc = tjDecompress2(handle, base, UInt(jpeg.count), rgb, Int32(w), Int32(w * 3), Int32(h),
+                               Int32(TJPF_RGB.rawValue), CTJ_FLAG_STOPONWARNING | CTJ_FLAG_ACCURATEDCT)
+        if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+        try NV12Ops.convertRGB24(rgb, stride: w * 3, scratchARGB: argb, into: dst)
+    }
+
     private func decodeViaScratchY(_ base: UnsafePointer<UInt8>, count: Int, w: Int, h: Int, sub: Int32, flags: Int32,
                                    into dst: NV12MutableView) throws {
         let cw = Int(tjPlaneWidth(1, Int32(w), sub)), ch = Int(tjPlaneHeight(1, Int32(h), sub))

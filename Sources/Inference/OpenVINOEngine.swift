@@ -27,9 +27,11 @@ public enum OpenVINOLibrary {
     /// `.venv`, the wheel in user/system site-packages, and the standard install locations.
     public static func candidates(configured: String?) -> [String] {
         var dirsOrFiles: [String] = []
-        if let configured, !configured.isEmpty { dirsOrFiles.append(configured) }
-        if let env = getenv("CAMCLASSD_OPENVINO_LIB") { dirsOrFiles.append(String(cString: env)) }
-        if configured == nil || configured!.isEmpty {
+        // An explicit setting is the only candidate: falling back elsewhere would hide its mistake.
+        if let configured, !configured.isEmpty {
+            dirsOrFiles.append(configured)
+        } else {
+            if let env = getenv("CAMCLASSD_OPENVINO_LIB") { dirsOrFiles.append(String(cString: env)) }
             for root in [".venv", "/opt/camclassd/venv", "/usr/lib/camclassd/venv"] {
                 dirsOrFiles += pythonLibDirs(under: root + "/lib")
             }
@@ -40,7 +42,10 @@ public enum OpenVINOLibrary {
         var files: [String] = []
         for entry in dirsOrFiles {
             var st = stat()
-            guard stat(entry, &st) == 0 else { continue }
+            guard stat(entry, &st) == 0 else {
+                if entry == configured { files.append(entry) }  // let dlopen say why
+                continue
+            }
             if (st.st_mode & S_IFMT) == S_IFDIR {
                 files += listing(entry).filter { $0.hasPrefix("libopenvino_c.so") }.sorted().map { entry + "/" + $0 }
             } else {

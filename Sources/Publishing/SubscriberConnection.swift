@@ -7,6 +7,8 @@ import Synchronization
 public final class SubscriberConnection: @unchecked Sendable {
     public let fd: Int32
     private var buffer: [UInt8] = []
+    /// True once the daemon closed the connection (`readLine` then returns nil for good).
+    public private(set) var atEOF = false
     private var start = 0
 
     /// - Throws: `SystemCallError` naming the socket when nothing listens there.
@@ -54,7 +56,7 @@ public final class SubscriberConnection: @unchecked Sendable {
             }
             var chunk = [UInt8](repeating: 0, count: 65536)
             let n = try chunk.withUnsafeMutableBytes { raw in try syscall("read") { read(fd, raw.baseAddress, raw.count) } }
-            if n == 0 { return nil }
+            if n == 0 { atEOF = true; return nil }
             buffer += chunk[0..<n]
         }
     }

@@ -12,6 +12,9 @@ public struct SocketOptions: Sendable {
     public var maxSubscribers = 64
     /// Longest request line a client may send.
     public var maxRequestBytes = 4096
+    /// Kernel send buffer per subscriber socket. Kept modest so that a stalled subscriber's backlog
+    /// sits in its own accounted buffer (and is dropped and counted there), not hidden in the kernel.
+    public var kernelSendBufferBytes: Int32 = 32 * 1024
 
     public init(path: String) { self.path = path }
 }
@@ -264,6 +267,8 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            var sndbuf = options.kernelSendBufferBytes
+            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, socklen_t(MemoryLayout<Int32>.size))
             var full = false
             var id = 0
             state.withLock { s in
