@@ -53,7 +53,7 @@ build: apt-deps
 run: deps models build
 	@mkdir -p $(RUNDIR)
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclassd --config config/camclassd.yaml \
-	  --source samples --model $(MODEL) --socket $(RUNDIR)/camclassd.sock --log $(RUNDIR)/classifications.log \
+	  --model $(MODEL) --socket $(RUNDIR)/camclassd.sock --log $(RUNDIR)/classifications.log \
 	  --fps $(FPS) --print
 
 check-config: build
