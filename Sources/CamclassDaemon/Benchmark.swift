@@ -58,9 +58,16 @@ public struct PipelineBenchmark {
         let model = try ModelDescriptor.load(path: config.modelPath)
         let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
         let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
+        return try run(engine: engine, model: model, labels: labels, progress: progress)
+    }
+
+    /// The same on an engine the caller built (`camclass bench --all` builds one per model).
+    public func run(engine: any InferenceEngine, model: ModelDescriptor, labels: LabelSet,
+                    progress: (String) -> Void) throws -> Result {
         let frames = try benchFrames()
         var result = Result(engine: engine.info.summary, workers: engine.slots.count)
         var preprocess: [Double] = [], inference: [Double] = [], total: [Double] = []
+        var stages: [String: [Double]] = [:]
         for round in 1...options.rounds {
             let raw = rawThroughput(engine: engine, frame: frames[0])
             result.rawFPS.append(raw)
@@ -75,10 +82,13 @@ public struct PipelineBenchmark {
             preprocess += l.preprocess
             inference += l.inference
             total += l.total
+            for (k, v) in l.stages { stages[k, default: []].append(v) }
             progress(String(format: "round %d: latency at %.0f FPS: added p50 %.3f ms", round, options.latencyFPS,
                             percentile(l.added, 0.5)))
         }
         result.stageMs = ["preprocess": median(preprocess), "inference": median(inference), "total": median(total)]
+        // Per-stage means at camera rate (median over rounds): convert, scale, infer, postprocess, publish.
+        for (k, v) in stages { result.stageMs[k] = median(v) }
         return result
     }
 
@@ -138,6 +148,7 @@ public struct PipelineBenchmark {
         var inference: [Double]
         var total: [Double]
         var dropped: Int
+        var stages: [String: Double] = [:]
     }
 
     /// The daemon's path: unpaced replay → queue → workers → result thread → socket (one
@@ -165,9 +176,11 @@ public struct PipelineBenchmark {
         Clock.sleep(untilMonotonicNs: Clock.monotonicNs() + 300_000_000)
         let startCount = pipeline.counters.published
         samples.reset()
+        let stagesBefore = pipeline.stageTimes.snapshot()
         let start = Clock.monotonicNs()
         Clock.sleep(untilMonotonicNs: start + UInt64(self.options.secondsPerRun * 1e9))
         let counted = pipeline.counters.published - startCount
+        let stagesAfter = pipeline.stageTimes.snapshot()
         let elapsed = Double(Clock.monotonicNs() - start) / 1e9
         let snapshot = samples.snapshot()
         pipeline.stop()
@@ -175,8 +188,13 @@ public struct PipelineBenchmark {
         socket.stop()
         log.stop()
         reader.stop()
+        var stages: [String: Double] = [:]
+        for stage in PipelineStage.allCases {
+            if let ms = stagesAfter.meanMs(stage, since: stagesBefore) { stages[stage.name] = ms }
+        }
         return PipelineRun(fps: Double(counted) / elapsed, added: snapshot.added, preprocess: snapshot.preprocess,
-                           inference: snapshot.inference, total: snapshot.total, dropped: pipeline.counters.droppedTotal)
+                           inference: snapshot.inference, total: snapshot.total, dropped: pipeline.counters.droppedTotal,
+                           stages: stages)
     }
 }
 

@@ -66,6 +66,8 @@ public struct FrameInfo: Sendable, Equatable {
     public var sourceDropped: UInt32 = 0
     /// Dequeue order assigned by the pipeline's queue (restores order after parallel inference).
     public var ticket: UInt64 = 0
+    /// Time the source spent copying/converting this frame into the pool buffer (0 = not measured).
+    public var convertNs: UInt64 = 0
 
     public init() {}
 }

@@ -169,7 +169,9 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
         }
         let image = images[next]
         let dst = frame.buffer.cropped(width: image.layout.width, height: image.layout.height)
+        let copyStart = Clock.monotonicNs()
         NV12Ops.copy(image.view.readOnly, into: dst)
+        frame.info.convertNs = Clock.monotonicNs() - copyStart
         frame.info.width = image.layout.width
         frame.info.height = image.layout.height
         frame.info.fileIndex = Int32(next)

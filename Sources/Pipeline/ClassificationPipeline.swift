@@ -54,6 +54,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
     public let options: PipelineOptions
     public let pool: FramePool
     public let queue: FrameQueue
+    /// Time per stage (convert, scale, infer, post-process, publish), for `camclass bench`.
+    public let stageTimes = StageTimes()
     private let sinks: [any RecordSink]
     private let encoder: RecordEncoder
     private let logger: Logger
@@ -166,6 +168,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
             }
             frame.info.seq = seq
             seq += 1
+            if frame.info.convertNs > 0 { stageTimes.add(.convert, frame.info.convertNs) }
             if frame.info.sourceDropped > 0 { sourceDropped.add(Int(frame.info.sourceDropped), ordering: .relaxed) }
             captured.add(1, ordering: .relaxed)
             queue.push(frame)
@@ -206,6 +209,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 }
             }
             let t2 = Clock.monotonicNs()
+            stageTimes.add(.scale, t1 - t0)
+            stageTimes.add(.infer, t2 - t1)
             // Wait for this ticket's result slot to be free (the result thread lags ≤ ring size).
             let index = Int(ticket % UInt64(results.count))
             resultCond.wait(until: { ticket < nextToEmit + UInt64(results.count) && !ready[index] })
@@ -217,9 +222,11 @@ public final class ClassificationPipeline: @unchecked Sendable {
             r.inferenceNs = t2 - t1
             r.ok = ok
             if ok {
+                let t3 = Clock.monotonicNs()
                 if logits { Postprocess.softmax(scores) }
                 r.topCount = Postprocess.topK(UnsafeBufferPointer(scores), k: options.topK,
                                               classes: r.topClasses, scores: r.topScores)
+                stageTimes.add(.postprocess, Clock.monotonicNs() - t3)
             } else {
                 r.topCount = 0
             }
@@ -255,6 +262,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 r.realtimeNs = r.captureNs &+ (Clock.realtimeNs() &- now)
                 let line = encoder.classification(r)
                 for sink in sinks { sink.publish(line) }
+                stageTimes.add(.publish, Clock.monotonicNs() - now)
                 onResult?(r)
                 let n = published.add(1, ordering: .relaxed).newValue
                 if let limit = options.frameLimit, n >= limit {
