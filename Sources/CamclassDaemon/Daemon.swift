@@ -190,6 +190,15 @@ func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, 
         o.workers = config.workers
         o.libraryPath = config.openVINOLibrary.isEmpty ? nil : config.openVINOLibrary
         return try OpenVINOEngine(model: model, classes: labels.count, options: o, logger: logger)
+    case "bpu":
+        var o = BPUOptions()
+        o.libraryPath = config.bpuLibrary.isEmpty ? "libdnn.so" : config.bpuLibrary
+        o.modelName = config.bpuModelName.isEmpty ? nil : config.bpuModelName
+        o.workers = config.workers > 0 ? config.workers : 4  // the seeds' 4 in flight keep one BPU core busy
+        o.timeoutMs = config.bpuTimeoutMs
+        o.priority = config.bpuPriority
+        // Placeholder "class N" labels (no labels file) say nothing about the model's class count.
+        return try BPUEngine(model: model, classes: model.labelsPath == nil ? nil : labels.count, options: o, logger: logger)
     default:
         throw StartupError(message: "inference.backend '\(config.backend)' is not available in this build", exitCode: StartupError.configError)
     }

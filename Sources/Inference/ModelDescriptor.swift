@@ -47,8 +47,16 @@ public struct ModelDescriptor: Sendable, Equatable {
         let candidate = dir + "/" + stem[..<dot] + ".model.yaml"
         if access(candidate, R_OK) == 0 { return try parseSidecar(candidate) }
         var d = ModelDescriptor(name: String(stem[..<dot]), modelPath: path)
-        d.labelsPath = nil
+        // A bare BPU .bin: the RDK zoo classifiers are ImageNet-1k (the BPU engine checks the model
+        // really has that many classes and asks for a sidecar otherwise).
+        d.labelsPath = path.hasSuffix(".bin") ? imageNetLabels(near: dir) : nil
         return d
+    }
+
+    /// ImageNet-1k labels for a bare `.bin`: beside it, else the repo's or the installed copy.
+    static func imageNetLabels(near dir: String) -> String? {
+        [dir + "/imagenet1k-labels.txt", "config/imagenet1k-labels.txt", "/etc/camclassd/imagenet1k-labels.txt",
+         "/usr/share/camclassd/imagenet1k-labels.txt"].first { access($0, R_OK) == 0 }
     }
 
     static func directory(of path: String) -> String {
