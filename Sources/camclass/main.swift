@@ -1,6 +1,7 @@
 import ArgumentParser
 import CamclassDaemon
 import Foundation
+import Inference
 import Logging
 import Publishing
 import Support
@@ -11,7 +12,7 @@ struct Camclass: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "camclass",
         abstract: "Client and tools for camclassd.",
-        subcommands: [Subscribe.self, Bench.self])
+        subcommands: [Subscribe.self, Bench.self, Models.self])
 }
 
 struct Subscribe: ParsableCommand {
@@ -130,3 +131,26 @@ struct Bench: ParsableCommand {
         }
     }
 }
+
+struct Models: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "What the model catalogue knows (the 15 RDK X5 seed models) and what is available locally.")
+
+    @Option(name: .long, help: "Model catalogue (default: config/models.yaml, else /etc/camclassd or /usr/share/camclassd).")
+    var catalogue: String?
+    @Option(name: .long, help: "Directory of local models (*.model.yaml, *.bin, *.onnx).")
+    var dir = "models"
+    @Flag(name: .long, help: "Print each catalogue model's download URL.")
+    var urls = false
+
+    func run() throws {
+        let cat: ModelCatalogue
+        do { cat = try ModelCatalogue.load(path: catalogue) } catch {
+            Console.err("camclass models: \(error)\n")
+            throw ExitCode(66)
+        }
+        Console.out(cat.report(directory: dir, urls: urls).joined(separator: "\n") + "\n")
+    }
+}
+
+/// `camclass cameras`: what V4L2 capture cameras are present and what they can do.
