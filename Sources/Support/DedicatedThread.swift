@@ -68,3 +68,14 @@ public func syscall<T: FixedWidthInteger>(_ name: @autoclosure () -> String, _ b
         throw SystemCallError(name(), errno: e)
     }
 }
+
+/// Runs blocking work (model loading, joins) on a dedicated thread and awaits its result, so Swift's
+/// cooperative pool — as many threads as cores — is never blocked.
+public func onDedicatedThread<T: Sendable>(_ name: String = "camclass-work",
+                                           _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
+        _ = DedicatedThread(name: name) {
+            do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
+        }
+    }
+}

@@ -91,7 +91,11 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
             observer = ConsoleLine.observer { line in Console.out(line.text + "\n") }
         }
         do {
-            let daemon = try buildDaemon(config: config, logger: logger, onResult: observer)
+            // Model loading and compilation block for seconds: keep them off the cooperative pool.
+            let onResult = observer
+            let daemon = try await onDedicatedThread("camclass-load") {
+                try buildDaemon(config: config, logger: logger, onResult: onResult)
+            }
             try await daemon.run()
         } catch let e as StartupError {
             logger.critical("\(e.message)")
