@@ -65,8 +65,12 @@ standin:
 # The whole suite. Tests find their inputs through these variables and fail (never skip) without them.
 test: deps models standin
 	$(MAKE) -C Tests/StandIns check
+	$(SWIFT) build $(SWIFT_FLAGS) --product camclassd
+	$(SWIFT) build $(SWIFT_FLAGS) --product camclass
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) CAMCLASS_TEST_MODEL=$(CURDIR)/$(MODEL) CAMCLASS_TEST_SAMPLES=$(CURDIR)/samples \
 	  CAMCLASS_TEST_STANDIN_DNN=$(CURDIR)/Tests/StandIns/libdnn.so CAMCLASS_TEST_VENV=$(CURDIR)/$(VENV) \
+	  CAMCLASS_TEST_MALLOC_COUNT=$(CURDIR)/Tests/StandIns/malloc_count.so \
+	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
 	  $(SWIFT) test $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 
 bench: deps models build
