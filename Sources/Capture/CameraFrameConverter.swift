@@ -1,0 +1,121 @@
+import ImageOps
+
+/// Why a camera frame was dropped instead of delivered (each is counted by the camera).
+public enum FrameDropReason: Error, Equatable, CustomStringConvertible {
+    /// Fewer bytes than the negotiated format needs (a short or truncated raw frame).
+    case truncated(got: Int, need: Int)
+    /// The MJPEG frame did not decode (corrupt, truncated, another size).
+    case corrupt(String)
+
+    public var description: String {
+        switch self {
+        case .truncated(let got, let need): return "short frame: \(got) bytes, \(need) needed"
+        case .corrupt(let why): return why
+        }
+    }
+}
+
+/// Converts one driver buffer of the negotiated format into NV12, straight into a pool buffer:
+/// NV12 copied with both strides honoured, YUYV through libyuv, MJPEG decoded by libjpeg-turbo to
+/// planar YUV and packed by libyuv. The camera and the tests call the same `convert`.
+/// Everything it needs (the JPEG decoder and its scratch planes) is allocated here, once per
+/// negotiation; `convert` allocates nothing.
+/// Thread context: one converter per thread (the JPEG decoder is not thread-safe).
+public final class CameraFrameConverter {
+    public let format: CameraPixelFormat
+    /// The negotiated frame as the driver delivers it.
+    public let width: Int
+    public let height: Int
+    public let bytesPerLine: Int
+    public let sizeImage: Int
+    /// NV12 needs even sizes: an odd last row/column is cropped.
+    public var outputWidth: Int { width & ~1 }
+    public var outputHeight: Int { height & ~1 }
+    /// Where the UV plane of a single-planar NV12 buffer starts.
+    let uvOffset: Int
+    private let jpeg: JPEGDecoder?
+    /// JFIF (MJPEG) is full-range YCbCr; the pipeline's NV12 is limited range (what NV12/YUYV
+    /// cameras deliver and what the engine's NV12 conversion assumes): compress MJPEG frames.
+    private let rangeY: UnsafeMutablePointer<UInt8>
+    private let rangeUV: UnsafeMutablePointer<UInt8>
+
+    public init(format: CameraPixelFormat, width: Int, height: Int, bytesPerLine: Int, sizeImage: Int) {
+        self.format = format
+        self.width = width
+        self.height = height
+        self.sizeImage = sizeImage
+        switch format {
+        case .nv12: self.bytesPerLine = max(bytesPerLine, width)
+        case .yuyv: self.bytesPerLine = max(bytesPerLine, width * 2)
+        case .mjpeg: self.bytesPerLine = bytesPerLine
+        }
+        // Some drivers pad the Y plane's height (to 16 or 32 rows) and say so only through
+        // sizeimage; the UV plane then starts after the padding. Small paddings only: a larger
+        // sizeimage is slack at the end of the buffer, not padding.
+        var yRows = height
+        if format == .nv12 && self.bytesPerLine > 0 {
+            let padded = sizeImage * 2 / (3 * self.bytesPerLine)
+            if padded > height && padded - height < 64 && padded * self.bytesPerLine * 3 / 2 == sizeImage { yRows = padded }
+        }
+        uvOffset = self.bytesPerLine * yRows
+        jpeg = format == .mjpeg ? JPEGDecoder(maxWidth: max(2, width), maxHeight: max(2, height)) : nil
+        rangeY = .allocate(capacity: 256)
+        rangeUV = .allocate(capacity: 256)
+        for v in 0..<256 {
+            rangeY[v] = UInt8(16 + (v * 219 + 127) / 255)
+            rangeUV[v] = UInt8(clamping: 128 + ((v - 128) * 224 + (v >= 128 ? 127 : -127)) / 255)
+        }
+    }
+
+    deinit {
+        rangeY.deallocate()
+        rangeUV.deallocate()
+    }
+
+    /// Bytes a raw frame must have; 0 for MJPEG (any size, the decoder judges).
+    public var minimumBytes: Int {
+        switch format {
+        case .nv12: return uvOffset + bytesPerLine * (outputHeight / 2)
+        case .yuyv: return bytesPerLine * outputHeight
+        case .mjpeg: return 0
+        }
+    }
+
+    /// Converts `bytes` (the `bytesused` part of a driver buffer) into the top-left
+    /// `outputWidth` x `outputHeight` of `pool` (a pool buffer at least that large).
+    /// - Throws: why the frame must be dropped; `pool` may then be partly written.
+    public func convert(_ bytes: UnsafeRawBufferPointer, into pool: NV12MutableView) throws(FrameDropReason) {
+        let dst = pool.cropped(width: outputWidth, height: outputHeight)
+        guard let base = bytes.baseAddress, bytes.count > 0 else { throw .truncated(got: 0, need: max(1, minimumBytes)) }
+        let src = base.assumingMemoryBound(to: UInt8.self)
+        switch format {
+        case .nv12:
+            guard bytes.count >= minimumBytes else { throw .truncated(got: bytes.count, need: minimumBytes) }
+            let layout = NV12Layout(width: outputWidth, height: outputHeight, strideY: bytesPerLine, strideUV: bytesPerLine)
+            NV12Ops.copy(NV12ConstView(y: src, uv: src + uvOffset, layout: layout), into: dst)
+        case .yuyv:
+            guard bytes.count >= minimumBytes else { throw .truncated(got: bytes.count, need: minimumBytes) }
+            do { try NV12Ops.convertYUYV(src, stride: bytesPerLine, into: dst) } catch {
+                throw .corrupt("\(error)")
+            }
+        case .mjpeg:
+            do { try jpeg!.decode(bytes, into: dst) } catch {
+                throw .corrupt("\(error)")
+            }
+            compressRange(dst)
+        }
+    }
+
+    /// Full-range → limited-range through two 256-entry tables (≈0.1 ms for 640x480).
+    private func compressRange(_ v: NV12MutableView) {
+        let w = v.layout.width, h = v.layout.height
+        for row in 0..<h {
+            let p = v.y + row * v.layout.strideY
+            for x in 0..<w { p[x] = rangeY[Int(p[x])] }
+        }
+        for row in 0..<h / 2 {
+            let p = v.uv + row * v.layout.strideUV
+            for x in 0..<w { p[x] = rangeUV[Int(p[x])] }
+        }
+    }
+}
