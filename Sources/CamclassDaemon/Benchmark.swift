@@ -123,7 +123,6 @@ public struct PipelineBenchmark {
         let done = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
         let classes = engine.info.classes
-        let start = Clock.monotonicNs()
         let threads = slots.enumerated().map { i, slot in
             DedicatedThread(name: "bench-raw\(i)") {
                 let scores = UnsafeMutableBufferPointer<Float>.allocate(capacity: classes)
@@ -133,8 +132,12 @@ public struct PipelineBenchmark {
                 }
             }
         }
+        // Warm-up as long as the pipeline run's, so both count steady state only.
+        Clock.sleep(untilMonotonicNs: Clock.monotonicNs() + 300_000_000)
+        let startCount = done.load(ordering: .relaxed)
+        let start = Clock.monotonicNs()
         Clock.sleep(untilMonotonicNs: start + UInt64(options.secondsPerRun * 1e9))
-        let counted = done.load(ordering: .relaxed)
+        let counted = done.load(ordering: .relaxed) - startCount
         let elapsed = Double(Clock.monotonicNs() - start) / 1e9
         stop.store(true, ordering: .relaxed)
         threads.forEach { $0.join() }

@@ -1,3 +1,4 @@
+import Capture
 import Foundation
 import Glibc
 import Yams
@@ -8,6 +9,16 @@ public struct DaemonConfig: Sendable, Equatable {
     public var sourcePath = "auto"
     public var sourceFPS = 30.0
     public var sourceLoop = true
+
+    /// V4L2 camera (source.path /dev/videoN or a /dev/v4l/by-id link, or auto finding one).
+    public var cameraWidth = 640
+    public var cameraHeight = 480
+    public var cameraFPS = 30.0
+    public var cameraFormats = ["NV12", "YUYV", "MJPEG"]
+    public var cameraBuffers = 4
+    public var cameraRaw = false
+    public var cameraBackoffMaxMs = 2000
+    public var cameraStallTimeoutMs = 2000
 
     public var modelPath = "models/efficientnet_lite0.model.yaml"
     public var topK = 5
@@ -111,6 +122,10 @@ extension DaemonConfig {
         if !["crop", "stretch"].contains(resize) {
             throw ConfigError(file: f, key: "model.resize", value: resize, reason: "expected crop or stretch")
         }
+        if cameraFormats.isEmpty || cameraFormats.contains(where: { CameraPixelFormat(configName: $0) == nil }) {
+            throw ConfigError(file: f, key: "camera.formats", value: cameraFormats.joined(separator: ","),
+                              reason: "expected a list of NV12, YUYV, MJPEG in order of preference")
+        }
         if frameLimit.map({ $0 <= 0 }) ?? false {
             throw ConfigError(file: f, key: "--frames", value: "\(frameLimit!)", reason: "expected a positive number")
         }
@@ -139,6 +154,8 @@ private struct Parser {
 
     static let sections: [String: [String: Kind]] = [
         "source": ["path": .string, "fps": .number, "loop": .bool],
+        "camera": ["width": .positiveInt, "height": .positiveInt, "fps": .number, "formats": .string,
+                   "buffers": .positiveInt, "raw": .bool, "backoff_max_ms": .positiveInt, "stall_timeout_ms": .positiveInt],
         "model": ["path": .string, "top_k": .positiveInt, "resize": .choice(["crop", "stretch"])],
         "inference": ["backend": .choice(["openvino", "bpu"]), "device": .string,
                       "precision": .choice(["auto", "bf16", "f16", "f32"]),
@@ -192,6 +209,31 @@ private struct Parser {
         case "source.path": c.sourcePath = try str()
         case "source.fps": c.sourceFPS = try number()
         case "source.loop": c.sourceLoop = try bool()
+        case "camera.width": c.cameraWidth = try int()
+        case "camera.height": c.cameraHeight = try int()
+        case "camera.fps":
+            let fps = try number()
+            guard fps > 0 else { throw fail("expected a positive number") }
+            c.cameraFPS = fps
+        case "camera.formats":
+            // A YAML list or a comma-separated string, in order of preference.
+            let names: [String]
+            if let list = value as? [Any] { names = list.map { "\($0)" } } else { names = try str().split(separator: ",").map(String.init) }
+            let trimmed = names.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard !trimmed.isEmpty, trimmed.allSatisfy({ CameraPixelFormat(configName: $0) != nil }) else {
+                throw fail("expected a list of NV12, YUYV, MJPEG in order of preference")
+            }
+            c.cameraFormats = trimmed
+        case "camera.buffers":
+            let n = try int()
+            guard n >= 2 && n <= 32 else { throw fail("expected 2…32") }
+            c.cameraBuffers = n
+        case "camera.raw": c.cameraRaw = try bool()
+        case "camera.backoff_max_ms": c.cameraBackoffMaxMs = try int()
+        case "camera.stall_timeout_ms":
+            let n = try int()
+            guard n >= 100 else { throw fail("expected at least 100") }
+            c.cameraStallTimeoutMs = n
         case "model.path": c.modelPath = try str()
         case "model.top_k": c.topK = try int()
         case "model.resize": c.resize = try choice()

@@ -103,6 +103,7 @@ public struct ModelBenchmark {
         row.rawFPS = r.rawMedian
         row.daemonFPS = r.pipelineMedian
         row.addedLatencyP50Ms = r.addedP50
+        row.daemonLatencyP50Ms = r.stageMs["total"] ?? 0
         for stage in ModelTable.stageOrder { if let v = r.stageMs[stage] { row.stageMs[stage] = v } }
         return r
     }

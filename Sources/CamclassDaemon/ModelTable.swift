@@ -29,6 +29,8 @@ public struct ModelTableRow: Sendable, Codable, Equatable {
     public var stageMs: [String: Double] = [:]
     /// capture→publish minus inference at camera rate, p50.
     public var addedLatencyP50Ms: Double = 0
+    /// capture→publish (the whole daemon path) at camera rate, p50.
+    public var daemonLatencyP50Ms: Double = 0
     /// Catalogue figures for the board (nil when the catalogue does not know the model).
     public var expectedBoard: String?
     public var expectedLatencyMs: Double?
