@@ -20,6 +20,7 @@ public struct StartupError: Error, CustomStringConvertible {
     public static let noInput: Int32 = 66         // EX_NOINPUT: a model or replay file is missing
     public static let software: Int32 = 70        // EX_SOFTWARE
     public static let cantCreate: Int32 = 73      // EX_CANTCREAT: socket or log cannot be created
+    public static let noPermission: Int32 = 77    // EX_NOPERM: e.g. the camera, without the video group
 }
 
 /// The wired daemon: source → pipeline → socket + rolling log. Built by `buildDaemon(config:)`,
@@ -82,7 +83,7 @@ public final class Daemon: @unchecked Sendable {
         let c = pipeline.counters
         logger.info("camclassd stopped", metadata: [
             "pipeline.captured": "\(c.captured)", "pipeline.published": "\(c.published)",
-            "pipeline.dropped_queue_full": "\(c.droppedQueueFull)", "pipeline.inference_errors": "\(c.inferenceErrors)"])
+            "pipeline.dropped_queue_full": "\(c.droppedQueueFull)", "pipeline.dropped_source": "\(c.droppedSource)", "pipeline.inference_errors": "\(c.inferenceErrors)"])
     }
 }
 
@@ -139,6 +140,12 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
         }
     } catch { throw StartupError(message: "\(error)", exitCode: StartupError.noInput) }
 
+    // The source first: a busy or inaccessible camera is reported before a long model compile.
+    let source: any FrameSource
+    do { source = try makeSource(config: config, logger: logger) } catch let e as StartupError { throw e } catch {
+        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    }
+
     let engine: any InferenceEngine
     do {
         engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
@@ -148,11 +155,6 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
         throw StartupError(message: "\(e)", exitCode: StartupError.software)
     }
     logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
-
-    let source: any FrameSource
-    do { source = try makeSource(config: config, logger: logger) } catch let e as StartupError { throw e } catch {
-        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
-    }
 
     var socketOptions = SocketOptions(path: config.socketPath)
     socketOptions.mode = mode_t(config.socketMode)
@@ -166,6 +168,9 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
     logOptions.keep = config.logKeep
     logOptions.bufferBytes = config.logBufferBytes
     let log = RollingLog(options: logOptions, logger: logger)
+    if let camera = source as? V4L2Camera {
+        camera.setEventHandler(CameraEventRecord.publisher(to: [socket, log]))
+    }
 
     var options = PipelineOptions()
     options.queueCapacity = config.queueCapacity
@@ -207,12 +212,44 @@ func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, 
 func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource {
     var path = config.sourcePath
     if path == "auto" {
-        // The embedded default: the sample photos `make run` prepares.
-        path = "samples"
+        // The first capture camera present, else the sample photos `make run` prepares.
+        let found = V4L2Discovery.firstCamera()
+        for problem in found.skipped {
+            logger.warning("source auto: video node skipped", metadata: ["source.reason": "\(problem)"])
+        }
+        path = found.path ?? "samples"
+        logger.info("source auto", metadata: ["source.path": "\(path)"])
     }
+    if isCameraPath(path) { return try makeCamera(path: path, config: config, logger: logger) }
     let source = try ReplaySource(path: path, fps: config.sourceFPS, loop: config.sourceLoop)
     logger.info("replay source loaded", metadata: [
         "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
         "source.fps": "\(config.sourceFPS == 0 ? "unlimited" : String(config.sourceFPS))", "source.loop": "\(config.sourceLoop)"])
     return source
+}
+
+/// A character device, or a path under /dev that is absent now (a camera plugged in later).
+func isCameraPath(_ path: String) -> Bool {
+    var st = stat()
+    if stat(path, &st) == 0 { return (st.st_mode & S_IFMT) == S_IFCHR }
+    return path.hasPrefix("/dev/")
+}
+
+/// Opens and negotiates the camera now, so the pipeline's pool gets the negotiated frame size.
+func makeCamera(path: String, config: DaemonConfig, logger: Logger) throws -> V4L2Camera {
+    var o = CameraOptions(path: path)
+    o.width = config.cameraWidth
+    o.height = config.cameraHeight
+    o.fps = config.cameraFPS
+    o.formats = config.cameraFormats.compactMap(CameraPixelFormat.init(configName:))
+    o.buffers = config.cameraBuffers
+    o.raw = config.cameraRaw
+    o.backoffMaxMs = config.cameraBackoffMaxMs
+    o.stallTimeoutMs = config.cameraStallTimeoutMs
+    let camera = V4L2Camera(options: o, logger: logger)
+    do { try camera.prepare() } catch {
+        if case .permissionDenied = error { throw StartupError(message: "\(error)", exitCode: StartupError.noPermission) }
+        throw StartupError(message: "\(error)", exitCode: StartupError.unavailable)
+    }
+    return camera
 }

@@ -25,6 +25,9 @@
 #                        decompressed kernel booted by PVH, else CACHE/vmlinuz)
 #   --memory MB          guest memory (default 2048)
 #   --smp N              guest CPUs (default 2)
+#   --cpu MODEL          qemu CPU model (default max: SSE4.x/AVX2, which host
+#                        builds such as OpenVINO's CPU plugin need; qemu's
+#                        own default, qemu64, stops them with SIGILL)
 #   --no-lock            do not serialize with other run.sh calls (default:
 #                        wait for the machine-wide lock $VIVID_VM_LOCK, default
 #                        /tmp/vivid-vm.lock, so only one VM runs at a time)
@@ -52,6 +55,7 @@ KEEP_SHARE=0
 CONSOLE=0
 MEMORY=2048
 SMP=2
+CPU=max
 KERNEL=""
 LOCK=1
 QUIET=0
@@ -74,6 +78,7 @@ while [ $# -gt 0 ]; do
         --kernel) need_arg "$@"; KERNEL="$2"; shift 2 ;;
         --memory) need_arg "$@"; MEMORY="$2"; shift 2 ;;
         --smp) need_arg "$@"; SMP="$2"; shift 2 ;;
+        --cpu) need_arg "$@"; CPU="$2"; shift 2 ;;
         --no-lock) LOCK=0; shift ;;
         -q|--quiet) QUIET=1; shift ;;
         -h|--help) usage ;;
@@ -151,7 +156,7 @@ shq() { local s=$1; printf "'%s'" "${s//\'/\'\\\'\'}"; }
 
 # --- boot ---------------------------------------------------------------------------
 APPEND="console=ttyS0 quiet panic=-1 vivid_opts=$VIVID_OPTS"
-QEMU=(qemu-system-x86_64 -accel tcg -m "$MEMORY" -smp "$SMP" -nographic -no-reboot
+QEMU=(qemu-system-x86_64 -accel tcg -cpu "$CPU" -m "$MEMORY" -smp "$SMP" -nographic -no-reboot
       -nic none
       -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND"
       -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap,id=hostroot"
