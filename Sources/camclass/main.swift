@@ -12,7 +12,7 @@ struct Camclass: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "camclass",
         abstract: "Client and tools for camclassd.",
-        subcommands: [Subscribe.self, Bench.self, Models.self, Eval.self])
+        subcommands: [Subscribe.self, Bench.self, Models.self, Eval.self, Cameras.self, BenchConvert.self])
 }
 
 struct Subscribe: ParsableCommand {
@@ -69,6 +69,13 @@ enum HumanLine {
             return s
         case "dropped":
             return "-- this subscriber missed \(obj["count"] ?? "?") records (too slow)"
+        case "camera":
+            let state = obj["state"] as? String ?? "?"
+            if state == "streaming" {
+                let fps = (obj["fps"] as? Double).map { String(format: " @ %.1f fps", $0) } ?? ""
+                return "-- camera \(obj["source"] ?? "?") streaming \(obj["format"] ?? "?") \(obj["width"] ?? "?")x\(obj["height"] ?? "?")\(fps)"
+            }
+            return "-- camera \(obj["source"] ?? "?") \(state): \(obj["reason"] ?? "")"
         default:
             return jsonLine
         }
@@ -304,5 +311,45 @@ struct Eval: ParsableCommand {
             Console.err("camclass eval: \(e)\n")
             throw ExitCode(69)
         }
+    }
+}
+
+/// `camclass cameras`: what V4L2 capture cameras are present and what they can do.
+struct Cameras: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List V4L2 capture cameras: driver, card, bus, formats, sizes, frame rates and stable paths.")
+
+    @Flag(name: .long, help: "Also list video nodes that are not usable cameras, with the reason.")
+    var all = false
+
+    func run() throws {
+        let listing = CameraListing.list(showAll: all)
+        Console.out(listing.text)
+        if !listing.found { throw ExitCode(1) }
+    }
+}
+
+/// `camclass bench-convert`: per-frame CPU time of camera frame conversion + scaling, libyuv vs naive.
+struct BenchConvert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-convert",
+        abstract: "CPU time per frame: driver buffer → NV12 pool buffer → model input, NV12/YUYV/MJPEG, libyuv vs naive Swift loops.")
+
+    @Option(name: .long, help: "Frames per measurement (the median of --runs measurements is shown).")
+    var frames = 100
+    @Option(name: .long, help: "Measurements per row.")
+    var runs = 5
+    @Option(name: .long, help: "A photo for the frame content (default: the first of ./samples).")
+    var photo = "samples/chelsea.jpg"
+
+    func run() throws {
+        var options = ConvertBenchmark.Options()
+        options.frames = frames
+        options.runs = runs
+        options.photo = photo
+        Console.out("CPU time per frame (thread CPU, median of \(runs) x \(frames) frames): convert into the NV12 pool buffer\n")
+        Console.out("+ centre-crop/scale to the 224x224 model input. MJPEG: real JPEG bytes (4:2:2, quality 85).\n")
+        Console.out(ConvertBenchmark.header + "\n")
+        _ = try ConvertBenchmark(options: options).run { Console.out($0 + "\n") }
     }
 }
