@@ -45,6 +45,7 @@ let package = Package(
             "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "Yams",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
 
         // Executables: argument parsing and wiring only.

@@ -26,34 +26,32 @@ public struct StartupError: Error, CustomStringConvertible {
 /// The wired daemon: source → pipeline → socket + rolling log. Built by `buildDaemon(config:)`,
 /// which `camclassd`'s `main` and the integration tests both call.
 public final class Daemon: @unchecked Sendable {
-    public let config: DaemonConfig
-    public let model: ModelDescriptor
-    public let labels: LabelSet
-    public let engine: any InferenceEngine
-    public let source: any FrameSource
+    // What runs now: a SIGHUP reload may replace these (see Reload.swift).
+    public var config: DaemonConfig { supervisor.current.config }
+    public var model: ModelDescriptor { supervisor.current.parts.model }
+    public var labels: LabelSet { supervisor.current.parts.labels }
+    public var engine: any InferenceEngine { supervisor.current.parts.engine }
+    public var source: any FrameSource { supervisor.current.source.inner }
+    public var pipeline: ClassificationPipeline { supervisor.current.pipeline }
+    // These stay for the daemon's life, so subscribers stay connected across reloads.
     public let socket: UnixSocketPublisher
     public let log: RollingLog
-    public let pipeline: ClassificationPipeline
+    public let supervisor: PipelineSupervisor
     let logger: Logger
 
-    init(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, engine: any InferenceEngine,
-         source: any FrameSource, socket: UnixSocketPublisher, log: RollingLog, pipeline: ClassificationPipeline,
-         logger: Logger) {
-        self.config = config
-        self.model = model
-        self.labels = labels
-        self.engine = engine
-        self.source = source
+    init(socket: UnixSocketPublisher, log: RollingLog, supervisor: PipelineSupervisor, logger: Logger) {
         self.socket = socket
         self.log = log
-        self.pipeline = pipeline
+        self.supervisor = supervisor
         self.logger = logger
     }
 
     /// Starts log, socket and pipeline (in that order), runs until SIGTERM/SIGINT, the frame limit
     /// or the end of a non-looping replay, then stops them in reverse order, flushing everything.
-    /// - Throws: `StartupError` when a stage cannot start; `PipelineError` when it failed while running.
+    /// SIGHUP reloads the configuration; systemd hears READY/STATUS/WATCHDOG/STOPPING (Lifecycle.swift).
+    /// - Throws: `StartupError` when a stage cannot start or failed while running (its sysexits code).
     public func run() async throws {
+        let config = self.config, source = self.source
         do { try log.start() } catch {
             throw StartupError(message: "cannot open the rolling log '\(config.logPath)': \(error)", exitCode: StartupError.cantCreate)
         }
@@ -61,7 +59,9 @@ public final class Daemon: @unchecked Sendable {
             log.stop()
             throw StartupError(message: "\(error)", exitCode: StartupError.cantCreate)
         }
-        do { try pipeline.start() } catch {
+        // READY=1 goes with the first classification published: the camera streams, the model runs.
+        supervisor.notifier.armReady(status: supervisor.statusLine(state: "running"))
+        do { try supervisor.start() } catch {
             socket.stop()
             log.stop()
             throw StartupError(message: "cannot start the source '\(source.name)': \(error)", exitCode: StartupError.unavailable)
@@ -69,18 +69,24 @@ public final class Daemon: @unchecked Sendable {
         logger.info("camclassd running", metadata: [
             "source": "\(source.name)", "model": "\(model.name)", "engine": "\(engine.info.summary)"])
 
-        // ServiceGroup runs the graceful shutdown on signals and stops services in reverse order.
+        // ServiceGroup runs the graceful shutdown on signals and stops services in reverse order:
+        // STOPPING=1, a reload in progress finishes, the pipeline drains and sends the final record,
+        // the socket flushes and closes subscribers, the log flushes.
+        let deadline = ShutdownDeadline()
+        defer { deadline.cancel() }
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: StageService(name: "log") { [log] in log.stop() }),
                 .init(service: StageService(name: "socket") { [socket] in socket.stop() }),
-                .init(service: PipelineService(pipeline: pipeline), successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: SupervisedPipelineService(supervisor: supervisor), successTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: ReloadService(supervisor: supervisor)),
+                .init(service: NotifyService(supervisor: supervisor, deadline: deadline, logger: logger)),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
-        if let error = pipeline.error { throw error }
-        let c = pipeline.counters
+        if let error = pipeline.error { throw StartupError(message: "\(error)", exitCode: error.exitCode) }
+        let c = supervisor.totalCounters
         logger.info("camclassd stopped", metadata: [
             "pipeline.captured": "\(c.captured)", "pipeline.published": "\(c.published)",
             "pipeline.dropped_queue_full": "\(c.droppedQueueFull)", "pipeline.dropped_source": "\(c.droppedSource)", "pipeline.inference_errors": "\(c.inferenceErrors)"])
@@ -99,19 +105,6 @@ struct StageService: Service {
     }
 }
 
-/// The pipeline finishes on its own (frame limit, end of replay, failure) or on shutdown.
-struct PipelineService: Service {
-    let pipeline: ClassificationPipeline
-
-    func run() async throws {
-        while !Task.isShuttingDownGracefully && !pipeline.waitFinished(timeoutNs: 0) {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        pipeline.stop()
-        await runBlocking { pipeline.wait() }
-    }
-}
-
 /// Runs blocking work off Swift's cooperative pool.
 func runBlocking(_ body: @escaping @Sendable () -> Void) async {
     await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
@@ -124,38 +117,15 @@ func runBlocking(_ body: @escaping @Sendable () -> Void) async {
 
 /// Builds the daemon from `config`: loads the model and labels, the engine, the source, and wires
 /// the pipeline to the socket and the rolling log. Nothing is started.
-/// - Parameter onResult: optional observer on the result thread (the `--print` console output).
+/// - Parameters:
+///   - onResult: optional observer on the result thread (the `--print` console output).
+///   - reloadConfig: how SIGHUP re-reads the configuration (`main` re-reads the file and re-applies
+///     the flags); nil = reloads are refused.
 /// - Throws: `StartupError` with a message that says exactly what is missing and an exit code.
 public func buildDaemon(config: DaemonConfig, logger: Logger,
-                        onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)? = nil) throws -> Daemon {
+                        onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)? = nil,
+                        reloadConfig: (@Sendable () throws -> DaemonConfig)? = nil) throws -> Daemon {
     try config.validate()
-    let model: ModelDescriptor
-    do { model = try ModelDescriptor.load(path: config.modelPath) } catch {
-        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
-    }
-    let labels: LabelSet
-    do {
-        if let path = model.labelsPath { labels = try LabelSet(path: path) } else {
-            labels = LabelSet(names: (0..<1000).map { "class \($0)" })
-        }
-    } catch { throw StartupError(message: "\(error)", exitCode: StartupError.noInput) }
-
-    // The source first: a busy or inaccessible camera is reported before a long model compile.
-    let source: any FrameSource
-    do { source = try makeSource(config: config, logger: logger) } catch let e as StartupError { throw e } catch {
-        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
-    }
-
-    let engine: any InferenceEngine
-    do {
-        engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
-    } catch let e as InferenceError {
-        if case .libraryMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.unavailable) }
-        if case .modelMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.noInput) }
-        throw StartupError(message: "\(e)", exitCode: StartupError.software)
-    }
-    logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
-
     var socketOptions = SocketOptions(path: config.socketPath)
     socketOptions.mode = mode_t(config.socketMode)
     socketOptions.subscriberBufferBytes = config.subscriberBufferBytes
@@ -168,21 +138,73 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
     logOptions.keep = config.logKeep
     logOptions.bufferBytes = config.logBufferBytes
     let log = RollingLog(options: logOptions, logger: logger)
-    if let camera = source as? V4L2Camera {
-        camera.setEventHandler(CameraEventRecord.publisher(to: [socket, log]))
-    }
 
+    // The source first: a busy or inaccessible camera is reported before a long model compile.
+    let source = try makeWiredSource(config: config, logger: logger, eventSinks: [socket, log])
+    let parts = try loadEngineParts(config: config, logger: logger)
+
+    let notifier = ProgressNotifier(notifier: .fromEnvironment())
+    let handle = SourceHandle(inner: source, stallAfterFrames: config.debugStallAfterFrames)
+    let sinks: [any RecordSink] = [socket, log, notifier]
+    let pipeline = makePipeline(config: config, parts: parts, source: handle, sinks: sinks, logger: logger, onResult: onResult)
+    let supervisor = PipelineSupervisor(config: config, parts: parts, source: handle, pipeline: pipeline, notifier: notifier,
+                                        recordSinks: [socket, log], pipelineSinks: sinks, onResult: onResult,
+                                        configProvider: reloadConfig, logger: logger)
+    return Daemon(socket: socket, log: log, supervisor: supervisor, logger: logger)
+}
+
+/// The model, its labels and the engine for `config` (at start-up, and on a reload that changes them).
+/// - Throws: `StartupError` (66 for a missing model or labels file, 69 for a missing library).
+func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts {
+    let model: ModelDescriptor
+    do { model = try ModelDescriptor.load(path: config.modelPath) } catch {
+        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    }
+    let labels: LabelSet
+    do {
+        if let path = model.labelsPath { labels = try LabelSet(path: path) } else {
+            labels = LabelSet(names: (0..<1000).map { "class \($0)" })
+        }
+    } catch { throw StartupError(message: "\(error)", exitCode: StartupError.noInput) }
+
+    let engine: any InferenceEngine
+    do {
+        engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
+    } catch let e as InferenceError {
+        if case .libraryMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.unavailable) }
+        if case .modelMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.noInput) }
+        throw StartupError(message: "\(e)", exitCode: StartupError.software)
+    }
+    logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
+    return EngineParts(model: model, labels: labels, engine: engine)
+}
+
+/// The frame source for `config`, its camera events going to `eventSinks` (at start-up, and on a
+/// reload that changes the source).
+func makeWiredSource(config: DaemonConfig, logger: Logger, eventSinks: [any RecordSink]) throws -> any FrameSource {
+    let source: any FrameSource
+    do { source = try makeSource(config: config, logger: logger) } catch let e as StartupError { throw e } catch {
+        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    }
+    if let camera = source as? V4L2Camera {
+        camera.setEventHandler(CameraEventRecord.publisher(to: eventSinks))
+    }
+    return source
+}
+
+/// A pipeline for `config` over `parts` and `source`, publishing to `sinks`. Nothing is started.
+func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSource, sinks: [any RecordSink], logger: Logger,
+                  onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?) -> ClassificationPipeline {
     var options = PipelineOptions()
     options.queueCapacity = config.queueCapacity
     options.resizeMode = ResizeMode(rawValue: config.resize) ?? .crop
     options.topK = config.topK
     options.frameLimit = config.frameLimit
     options.maxConsecutiveFailures = config.maxConsecutiveFailures
+    let labels = parts.labels
     let observer = onResult.map { f in { @Sendable (r: ClassificationResult) in f(r, labels) } }
-    let pipeline = ClassificationPipeline(source: source, engine: engine, labels: labels, modelName: model.name,
-                                          sinks: [socket, log], options: options, logger: logger, onResult: observer)
-    return Daemon(config: config, model: model, labels: labels, engine: engine, source: source, socket: socket,
-                  log: log, pipeline: pipeline, logger: logger)
+    return ClassificationPipeline(source: source, engine: parts.engine, labels: labels, modelName: parts.model.name,
+                                  sinks: sinks, options: options, logger: logger, onResult: observer)
 }
 
 func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, logger: Logger) throws -> any InferenceEngine {

@@ -54,6 +54,10 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Stop after this many published classifications (flag only).
     public var frameLimit: Int?
 
+    /// Test hook (hidden flag `--debug-stall-after`): the source delivers this many frames, then
+    /// nothing, like a camera that stopped streaming (the systemd watchdog test).
+    public var debugStallAfterFrames: Int?
+
     /// The file the settings came from (for error messages); nil = built-in defaults.
     public var file: String?
 

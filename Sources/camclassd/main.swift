@@ -43,6 +43,9 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
     var print = false
     @Flag(name: .long, help: "Validate the configuration (and flags) and exit.")
     var checkConfig = false
+    // A test hook, not for users: the source goes silent after N frames (the watchdog test).
+    @Option(name: .customLong("debug-stall-after"), help: ArgumentHelp("Test hook: the source stops after N frames.", visibility: .hidden))
+    var debugStallAfter: Int?
 
     func resolvedConfig() throws -> DaemonConfig {
         var c: DaemonConfig
@@ -65,26 +68,25 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
         if let precision { c.precision = precision }
         if let logLevel { c.daemonLogLevel = logLevel }
         if once { c.sourceLoop = false }
+        if let debugStallAfter { c.debugStallAfterFrames = debugStallAfter }
         try c.validate()
         return c
     }
 
     func run() async throws {
+        // Journal-friendly stderr under systemd (priority prefixes, no timestamps); the level is
+        // the configured one once the configuration is read, and a reload may change it.
+        let style = DaemonLogging.bootstrap(level: .info)
         let config: DaemonConfig
         do { config = try resolvedConfig() } catch {
-            Console.err("camclassd: \(error)\n")
+            Console.err((style == .journal ? "<3>" : "") + "camclassd: \(error)\n")
             throw ExitCode(StartupError.configError)
         }
         if checkConfig {
             Swift.print("configuration OK (\(config.file ?? "built-in defaults"))")
             return
         }
-        let level = Logger.Level(rawValue: config.daemonLogLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        LogLevelControl.shared.set(Logger.Level(rawValue: config.daemonLogLevel) ?? .info)
         let logger = Logger(label: "camclassd")
         var observer: (@Sendable (ClassificationResult, LabelSet) -> Void)?
         if print {
@@ -93,8 +95,10 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
         do {
             // Model loading and compilation block for seconds: keep them off the cooperative pool.
             let onResult = observer
+            // SIGHUP re-reads the file and re-applies these flags, exactly as at start-up.
+            let reload: @Sendable () throws -> DaemonConfig = { [self] in try self.resolvedConfig() }
             let daemon = try await onDedicatedThread("camclass-load") {
-                try buildDaemon(config: config, logger: logger, onResult: onResult)
+                try buildDaemon(config: config, logger: logger, onResult: onResult, reloadConfig: reload)
             }
             try await daemon.run()
         } catch let e as StartupError {

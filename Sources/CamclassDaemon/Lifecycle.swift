@@ -1,0 +1,170 @@
+import Glibc
+import Logging
+import Pipeline
+import Publishing
+import ServiceLifecycle
+import Support
+import UnixSignals
+
+/// Records the daemon itself sends to subscribers and the rolling log (besides classifications):
+/// `{"type":"reload",…}` before the first record of a new configuration, and
+/// `{"type":"shutdown",…}` as the very last line before the socket closes.
+enum LifecycleRecord {
+    static func reload(model: String, engine: String, source: String, changed: [String]) -> [UInt8] {
+        var w = ByteWriter(capacity: 1024)
+        w.ascii("{\"type\":\"reload\",\"time\":\"")
+        w.rfc3339(realtimeNs: Clock.realtimeNs())
+        w.ascii("\",\"model\":")
+        w.jsonString(model)
+        w.ascii(",\"engine\":")
+        w.jsonString(engine)
+        w.ascii(",\"source\":")
+        w.jsonString(source)
+        w.ascii(",\"changed\":[")
+        for (i, key) in changed.enumerated() {
+            if i > 0 { w.byte(UInt8(ascii: ",")) }
+            w.jsonString(key)
+        }
+        w.ascii("]}\n")
+        return Array(w.bytes)
+    }
+
+    static func shutdown(reason: String, counters c: PipelineCounters) -> [UInt8] {
+        var w = ByteWriter(capacity: 512)
+        w.ascii("{\"type\":\"shutdown\",\"time\":\"")
+        w.rfc3339(realtimeNs: Clock.realtimeNs())
+        w.ascii("\",\"reason\":")
+        w.jsonString(reason)
+        w.ascii(",\"published\":")
+        w.uint(UInt64(c.published))
+        w.ascii(",\"dropped\":")
+        w.uint(UInt64(c.droppedTotal))
+        w.ascii("}\n")
+        return Array(w.bytes)
+    }
+}
+
+/// The pipeline (whichever generation runs) until it ends on its own or the daemon shuts down;
+/// then stops and drains it and sends the final record.
+struct SupervisedPipelineService: Service {
+    let supervisor: PipelineSupervisor
+
+    func run() async throws {
+        while !Task.isShuttingDownGracefully && !supervisor.finishedOnItsOwn() {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let reason: String
+        if Task.isShuttingDownGracefully {
+            reason = "stop requested"
+        } else if let limit = supervisor.current.config.frameLimit, supervisor.totalCounters.published >= limit {
+            reason = "frame limit"
+        } else {
+            reason = "end of source"
+        }
+        await runBlocking { [supervisor] in supervisor.stop(reason: reason) }
+    }
+}
+
+/// SIGHUP → reload, one at a time, on a dedicated thread (a model load blocks for seconds).
+/// At shutdown a reload in progress is finished (bounded by the model load) before the pipeline
+/// stops, so that the process never exits under a half-loaded engine.
+struct ReloadService: Service {
+    let supervisor: PipelineSupervisor
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        for await _ in signals.cancelOnGracefulShutdown() {
+            await runBlocking { [supervisor] in supervisor.reload() }
+        }
+    }
+}
+
+/// `STATUS=` every few seconds (rate, counts, what runs, or that classifications stopped), a
+/// warning in the log when the pipeline stalls and when it resumes, and `STOPPING=1` plus the
+/// shutdown bound when graceful shutdown begins. Never `WATCHDOG=1`: that comes only from
+/// published records (`ProgressNotifier`).
+struct NotifyService: Service {
+    let supervisor: PipelineSupervisor
+    let deadline: ShutdownDeadline
+    let logger: Logger
+    var intervalSeconds = 5
+    /// No classification for this long counts as stalled in the status and the log.
+    var stallAfterNs: UInt64 = 3_000_000_000
+
+    func run() async throws {
+        let notifier = supervisor.notifier
+        var lastPublished = supervisor.totalCounters.published
+        var lastTime = Clock.monotonicNs()
+        var stalled = false
+        while !Task.isShuttingDownGracefully {
+            try? await cancelWhenGracefulShutdown { [intervalSeconds] in try await Task.sleep(for: .seconds(intervalSeconds)) }
+            if Task.isShuttingDownGracefully { break }
+            let now = Clock.monotonicNs()
+            let published = supervisor.totalCounters.published
+            let fps = Double(published - lastPublished) / (Double(now - lastTime) / 1e9)
+            lastPublished = published
+            lastTime = now
+            let last = notifier.lastRecordMonotonicNs
+            let idleNs = last == 0 ? 0 : now &- last
+            if last != 0 && idleNs > stallAfterNs {
+                let seconds = ConsoleLine.fixed(Double(idleNs) / 1e9, 0)
+                if !stalled {
+                    logger.warning("pipeline stalled: no classification published", metadata: ["pipeline.idle_s": "\(seconds)"])
+                }
+                stalled = true
+                notifier.notifier.send(SystemdNotifier.status(supervisor.statusLine(state: "stalled: no classification for \(seconds) s")))
+            } else {
+                if stalled { logger.notice("pipeline resumed") }
+                stalled = false
+                notifier.notifier.send(SystemdNotifier.status(supervisor.statusLine(state: "running", fps: fps)))
+            }
+        }
+        deadline.arm(logger: logger)
+        notifier.notifier.send("STOPPING=1\nSTATUS=stopping: draining the pipeline, flushing the log, closing subscribers")
+    }
+}
+
+/// Bounds graceful shutdown: if stopping (drain, flush, close) has not finished `seconds` after it
+/// began — a wedged driver call, say — the process exits with EX_SOFTWARE rather than wait for
+/// systemd's SIGKILL. Cancelled when `run()` returns.
+final class ShutdownDeadline: Sendable {
+    static let defaultSeconds = 10
+    let seconds: Int
+    private let done = AtomicFlag()
+    private let armed = AtomicFlag()
+    private let wake = Condition()
+
+    init(seconds: Int = ShutdownDeadline.defaultSeconds) { self.seconds = seconds }
+
+    func arm(logger: Logger) {
+        guard !armed.isSet else { return }
+        armed.set()
+        _ = DedicatedThread(name: "camclass-bound") { [self] in
+            let finished = wake.wait(timeoutNs: UInt64(seconds) * 1_000_000_000, until: { done.isSet })
+            if !finished {
+                logger.critical("graceful shutdown took longer than \(seconds) s; exiting without finishing it")
+                _exit(StartupError.software)
+            }
+        }
+    }
+
+    func cancel() {
+        done.set()
+        wake.signal()
+    }
+}
+
+extension StartupError {
+    public static let ioError: Int32 = 74         // EX_IOERR: the source failed while running
+}
+
+extension PipelineError {
+    /// The sysexits code the daemon exits with when the running pipeline failed, so that
+    /// `systemctl status` tells a dead camera from a dead accelerator (both non-zero, so
+    /// `Restart=on-failure` restarts the service).
+    public var exitCode: Int32 {
+        if case .source = self { return StartupError.ioError }
+        if case .engineUnhealthy = self { return StartupError.unavailable }
+        return StartupError.software
+    }
+}

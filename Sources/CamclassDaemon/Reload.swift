@@ -1,0 +1,526 @@
+import Capture
+import Glibc
+import ImageOps
+import Inference
+import Logging
+import Pipeline
+import Publishing
+import ServiceLifecycle
+import Support
+import Synchronization
+import UnixSignals
+
+/// The model, its labels and the loaded engine: what a reload rebuilds when the model file or an
+/// inference setting changes, and keeps otherwise.
+struct EngineParts: Sendable {
+    let model: ModelDescriptor
+    let labels: LabelSet
+    let engine: any InferenceEngine
+    /// Identity of the files the engine was loaded from (a model replaced in place is reloaded).
+    let files: [FileStamp]
+
+    init(model: ModelDescriptor, labels: LabelSet, engine: any InferenceEngine) {
+        self.model = model
+        self.labels = labels
+        self.engine = engine
+        files = FileStamp.of(model)
+    }
+}
+
+/// Device, inode, size and modification time of a file, to notice a file replaced in place.
+struct FileStamp: Sendable, Equatable {
+    var path: String
+    var device: UInt64 = 0
+    var inode: UInt64 = 0
+    var size: Int64 = -1
+    var mtimeNs: Int64 = 0
+
+    init(_ path: String) {
+        self.path = path
+        var st = stat()
+        guard stat(path, &st) == 0 else { return }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        mtimeNs = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+    }
+
+    static func of(_ model: ModelDescriptor) -> [FileStamp] {
+        ([model.sidecarPath, model.modelPath, model.labelsPath] as [String?]).compactMap { $0 }.map(FileStamp.init)
+    }
+}
+
+/// Keeps one frame source open across pipeline generations, so a reload that keeps the source
+/// does not close and reopen the camera: the old pipeline's capture thread is detached from it
+/// (`beginHandOver`, then the pipeline's own stop/close, which become no-ops for the source), and
+/// the next pipeline's capture thread carries on reading the same stream.
+/// Also the test hook `--debug-stall-after N`: after N frames it delivers nothing more, like a
+/// camera that stopped streaming, until stopped.
+/// Thread context: as `FrameSource` (one capture thread at a time; generations are sequential,
+/// joined in between); the hand-over calls come from the reload thread.
+final class SourceHandle: FrameSource, @unchecked Sendable {
+    let inner: any FrameSource
+    let stallAfterFrames: Int?
+    private struct State {
+        var isOpen = false
+        var handingOver = false
+        var forced = false
+    }
+    private let state = Mutex(State())
+    private let detached = Atomic<Bool>(false)
+    private var delivered = 0   // capture thread only (generations are joined in between)
+
+    init(inner: any FrameSource, stallAfterFrames: Int?) {
+        self.inner = inner
+        self.stallAfterFrames = stallAfterFrames
+    }
+
+    var name: String { inner.name }
+    var maxFrameSize: (width: Int, height: Int) { inner.maxFrameSize }
+    var fileNames: [String] { inner.fileNames }
+    var isLive: Bool { inner.isLive }
+
+    func open() throws {
+        detached.store(false, ordering: .releasing)
+        guard !state.withLock({ $0.isOpen }) else { return }
+        try inner.open()
+        state.withLock { $0.isOpen = true }
+    }
+
+    func nextFrame(into frame: inout NV12Frame) throws -> Bool {
+        if detached.load(ordering: .acquiring) { return false }
+        if let limit = stallAfterFrames, delivered >= limit {
+            while !detached.load(ordering: .acquiring) { usleep(10_000) }
+            return false
+        }
+        guard try inner.nextFrame(into: &frame) else { return false }
+        delivered += 1
+        return true
+    }
+
+    func requestStop() {
+        detached.store(true, ordering: .releasing)
+        if !state.withLock({ $0.handingOver }) { inner.requestStop() }
+    }
+
+    func close() {
+        let closeInner = state.withLock { s -> Bool in
+            guard s.isOpen, !s.handingOver || s.forced else { return false }
+            s.isOpen = false
+            s.forced = false
+            return true
+        }
+        if closeInner { inner.close() }
+    }
+
+    /// The next stop detaches the pipeline without stopping or closing the source.
+    func beginHandOver() { state.withLock { $0.handingOver = true } }
+    func endHandOver() { state.withLock { $0.handingOver = false } }
+
+    /// The capture thread did not return within the hand-over time (a read that blocks): stop the
+    /// source for real; the next `open` reopens it.
+    func forceStop() {
+        state.withLock { $0.forced = true }
+        inner.requestStop()
+    }
+
+    /// Stops and closes the source for good (it is being replaced, or the daemon stops).
+    func shutdown() {
+        inner.requestStop()
+        let wasOpen = state.withLock { s -> Bool in defer { s.isOpen = false }; return s.isOpen }
+        if wasOpen { inner.close() }
+    }
+}
+
+extension PipelineCounters {
+    /// Counters of two pipeline generations added up (the queue depth is the later one's).
+    func adding(_ o: PipelineCounters) -> PipelineCounters {
+        var c = self
+        c.captured += o.captured
+        c.published += o.published
+        c.droppedQueueFull += o.droppedQueueFull
+        c.droppedPoolExhausted += o.droppedPoolExhausted
+        c.droppedSource += o.droppedSource
+        c.inferenceErrors += o.inferenceErrors
+        c.queueDepth = o.queueDepth
+        return c
+    }
+}
+
+/// What a SIGHUP did.
+public enum ReloadOutcome: Sendable, Equatable {
+    /// The new configuration runs. `changed` lists the keys that took effect.
+    case applied(changed: [String], engineReloaded: Bool, modelLoadMs: Double, gapMs: Double?)
+    /// Nothing that can change at run time differs.
+    case unchanged
+    /// The new configuration was refused; the previous one keeps running.
+    case rejected(String)
+}
+
+/// Owns the running pipeline generation (engine, source, pipeline) and replaces it on reload.
+///
+/// A reload builds what changed off to the side while the current pipeline keeps classifying and
+/// publishing (so the watchdog stays fed during a model load), then swaps: the old pipeline is
+/// stopped and drained, and a new one starts on the same socket and rolling log, so subscribers
+/// stay connected and see no gap longer than one drain plus one frame. An invalid configuration,
+/// a model that does not load, or a source that does not open leave the old generation running.
+/// Settings bound to the socket and the log (paths, sizes) need a restart; a reload keeps them
+/// and says so.
+/// Thread context: `start`, `stop`, `reload` on dedicated threads (they block); the rest anywhere.
+public final class PipelineSupervisor: @unchecked Sendable {
+    struct Generation: Sendable {
+        let config: DaemonConfig
+        let parts: EngineParts
+        let source: SourceHandle
+        let pipeline: ClassificationPipeline
+    }
+
+    private struct State {
+        var current: Generation
+        var finishedCounters: PipelineCounters?   // generations replaced so far
+        var swapping = false
+        var shuttingDown = false
+        var reloads = 0
+        var lastReload: ReloadOutcome?
+    }
+
+    private let state: Mutex<State>
+    /// Held for a swap, and by `stop` so that it never stops a half-swapped daemon.
+    private let swapLock = Condition()
+    let notifier: ProgressNotifier
+    /// Receive lifecycle records (`reload`, `shutdown`): the socket and the rolling log.
+    let recordSinks: [any RecordSink]
+    /// What every pipeline publishes to: `recordSinks` plus the progress notifier.
+    let pipelineSinks: [any RecordSink]
+    let onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?
+    let configProvider: (@Sendable () throws -> DaemonConfig)?
+    let logger: Logger
+    /// How long a hand-over waits for the old capture thread before stopping the source for real.
+    var handOverTimeoutNs: UInt64 = 2_000_000_000
+
+    init(config: DaemonConfig, parts: EngineParts, source: SourceHandle, pipeline: ClassificationPipeline,
+         notifier: ProgressNotifier, recordSinks: [any RecordSink], pipelineSinks: [any RecordSink],
+         onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?,
+         configProvider: (@Sendable () throws -> DaemonConfig)?, logger: Logger) {
+        state = Mutex(State(current: Generation(config: config, parts: parts, source: source, pipeline: pipeline)))
+        self.notifier = notifier
+        self.recordSinks = recordSinks
+        self.pipelineSinks = pipelineSinks
+        self.onResult = onResult
+        self.configProvider = configProvider
+        self.logger = logger
+    }
+
+    var current: Generation { state.withLock { $0.current } }
+
+    /// Counters over every generation since start-up.
+    public var totalCounters: PipelineCounters {
+        state.withLock { s in
+            let c = s.current.pipeline.counters
+            return s.finishedCounters.map { $0.adding(c) } ?? c
+        }
+    }
+
+    public var reloadCount: Int { state.withLock { $0.reloads } }
+    public var lastReloadOutcome: ReloadOutcome? { state.withLock { $0.lastReload } }
+
+    func start() throws { try current.pipeline.start() }
+
+    /// True when the current pipeline ended on its own (frame limit, end of a replay, failure),
+    /// not because a reload is replacing it.
+    func finishedOnItsOwn() -> Bool {
+        state.withLock { s in !s.swapping && s.current.pipeline.waitFinished(timeoutNs: 0) }
+    }
+
+    /// Stops the current pipeline (after any swap in progress), drains it, closes the source and
+    /// sends the final `shutdown` record to the socket and the log. Blocks.
+    func stop(reason: String) {
+        state.withLock { $0.shuttingDown = true }
+        let gen = swapLock.locked { current }
+        gen.pipeline.stop()
+        gen.pipeline.wait()
+        gen.source.shutdown()
+        let c = totalCounters
+        let why = gen.pipeline.error.map { "error: \($0)" } ?? reason
+        publishLifecycle(LifecycleRecord.shutdown(reason: why, counters: c))
+    }
+
+    /// Re-reads the configuration and applies it (see the type's comment). Blocks for as long as
+    /// the new model takes to load. Sends RELOADING=1 first and READY=1 when the result is running.
+    @discardableResult
+    func reload() -> ReloadOutcome {
+        let started = Clock.monotonicNs()
+        let sd = notifier.notifier
+        sd.send("RELOADING=1\nMONOTONIC_USEC=\(SystemdNotifier.monotonicUsec())\nSTATUS=reloading the configuration")
+        let outcome = applyReload()
+        state.withLock { s in
+            s.lastReload = outcome
+            if case .applied = outcome { s.reloads += 1 }
+        }
+        let tookMs = Double(Clock.monotonicNs() - started) / 1e6
+        switch outcome {
+        case .applied(let changed, let engineReloaded, let loadMs, let gapMs):
+            logger.notice("configuration reloaded", metadata: [
+                "reload.changed": "\(changed.joined(separator: ","))", "reload.engine": engineReloaded ? "reloaded" : "kept",
+                "reload.model_load_ms": "\(Self.ms(loadMs))", "reload.gap_ms": "\(gapMs.map(Self.ms) ?? "none yet")",
+                "reload.total_ms": "\(Self.ms(tookMs))"])
+        case .unchanged:
+            logger.notice("configuration reloaded: nothing changed")
+            sd.send("READY=1\n" + SystemdNotifier.status(statusLine()))
+        case .rejected(let why):
+            logger.error("configuration reload refused; the previous configuration keeps running", metadata: ["reload.error": "\(why)"])
+            sd.send("READY=1\n" + SystemdNotifier.status("reload refused (\(why)); running the previous configuration"))
+        }
+        return outcome
+    }
+
+    static func ms(_ v: Double) -> String { ConsoleLine.fixed(v, 1) }
+
+    private func applyReload() -> ReloadOutcome {
+        guard let configProvider else {
+            return .rejected("this daemon was started without a configuration file to re-read")
+        }
+        var next: DaemonConfig
+        do { next = try configProvider() } catch { return .rejected("\(error)") }
+        let old = current
+        let plan = ReloadPlan(old: old.config, new: next)
+        for key in plan.needRestart {
+            logger.warning("reload: this setting takes effect only after a restart; keeping the running value",
+                           metadata: ["reload.key": "\(key)"])
+        }
+        next = plan.effective
+        if let level = Logger.Level(rawValue: next.daemonLogLevel), next.daemonLogLevel != old.config.daemonLogLevel {
+            LogLevelControl.shared.set(level)
+        }
+
+        // Decide whether the engine must be rebuilt: a changed inference setting, or model files
+        // replaced in place.
+        let model: ModelDescriptor
+        do { model = try ModelDescriptor.load(path: next.modelPath) } catch { return .rejected("\(error)") }
+        let engineChanged = plan.engineChanged || FileStamp.of(model) != old.parts.files
+        var changed = plan.changed
+        if engineChanged && !changed.contains("model.path") && !plan.engineChanged { changed.append("model files") }
+        if !engineChanged && !plan.pipelineChanged && !plan.sourceChanged {
+            if plan.changed.isEmpty { return .unchanged }
+            // Only the log level (or restart-only keys): nothing to swap.
+            state.withLock { $0.current = Generation(config: next, parts: old.parts, source: old.source, pipeline: old.pipeline) }
+            notifier.notifier.send("READY=1\n" + SystemdNotifier.status(statusLine()))
+            return .applied(changed: changed, engineReloaded: false, modelLoadMs: 0, gapMs: nil)
+        }
+
+        // Off to the side, while the old pipeline keeps running.
+        let loadStart = Clock.monotonicNs()
+        let parts: EngineParts
+        if engineChanged {
+            do { parts = try loadEngineParts(config: next, logger: logger) } catch { return .rejected("\(error)") }
+        } else {
+            parts = old.parts
+        }
+        let loadMs = Double(Clock.monotonicNs() - loadStart) / 1e6
+
+        // The swap.
+        return swapLock.locked { () -> ReloadOutcome in
+            if state.withLock({ $0.shuttingDown }) { return .rejected("the daemon is stopping") }
+            state.withLock { $0.swapping = true }
+            defer { state.withLock { $0.swapping = false } }
+
+            if !plan.sourceChanged { old.source.beginHandOver() }
+            old.pipeline.stop()
+            if !old.pipeline.waitFinished(timeoutNs: handOverTimeoutNs) {
+                logger.warning("reload: the source did not hand over in time; reopening it",
+                               metadata: ["source": "\(old.source.name)"])
+                old.source.forceStop()
+            }
+            old.pipeline.wait()
+            old.source.endHandOver()
+            let lastOldRecord = notifier.lastRecordMonotonicNs
+            let oldCounters = old.pipeline.counters
+            state.withLock { s in s.finishedCounters = s.finishedCounters.map { $0.adding(oldCounters) } ?? oldCounters }
+            if let error = old.pipeline.error {
+                // The old pipeline failed during the load; the daemon stops with its error.
+                logger.error("reload: the running pipeline failed meanwhile", metadata: ["error": "\(error)"])
+                return .rejected("the running pipeline failed: \(error)")
+            }
+
+            var source = old.source
+            if plan.sourceChanged {
+                // A camera cannot be opened twice: the old one is closed before the new one opens.
+                old.source.shutdown()
+                do {
+                    source = SourceHandle(inner: try makeWiredSource(config: next, logger: logger, eventSinks: recordSinks),
+                                          stallAfterFrames: next.debugStallAfterFrames)
+                } catch {
+                    restartOld(old, reopenSource: true)
+                    return .rejected("\(error)")
+                }
+            }
+            let published = state.withLock { $0.finishedCounters?.published ?? 0 }
+            let pipeline = makeGenerationPipeline(config: next, parts: parts, source: source, publishedSoFar: published)
+            publishLifecycle(LifecycleRecord.reload(model: parts.model.name, engine: parts.engine.info.summary,
+                                                    source: source.name, changed: changed))
+            notifier.armReady(status: statusLine(config: next, parts: parts, source: source, state: "running"))
+            do {
+                try pipeline.start()
+            } catch {
+                logger.error("reload: the new pipeline did not start", metadata: ["error": "\(error)"])
+                if plan.sourceChanged { source.shutdown() }
+                restartOld(old, reopenSource: plan.sourceChanged)
+                return .rejected("cannot start the source '\(source.name)': \(error)")
+            }
+            state.withLock { $0.current = Generation(config: next, parts: parts, source: source, pipeline: pipeline) }
+            let gap = waitFirstRecord(after: lastOldRecord, timeoutNs: 5_000_000_000)
+            return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: gap)
+        }
+    }
+
+    /// Puts the previous generation back after a failed swap (its engine is still loaded).
+    private func restartOld(_ old: Generation, reopenSource: Bool) {
+        var source = old.source
+        if reopenSource {
+            do {
+                source = SourceHandle(inner: try makeWiredSource(config: old.config, logger: logger, eventSinks: recordSinks),
+                                      stallAfterFrames: old.config.debugStallAfterFrames)
+            } catch {
+                logger.error("reload: the previous source cannot be reopened either", metadata: ["error": "\(error)"])
+            }
+        }
+        let published = state.withLock { $0.finishedCounters?.published ?? 0 }
+        let pipeline = makeGenerationPipeline(config: old.config, parts: old.parts, source: source, publishedSoFar: published)
+        notifier.armReady(status: statusLine(config: old.config, parts: old.parts, source: source, state: "running"))
+        do { try pipeline.start() } catch {
+            logger.error("reload: the previous pipeline cannot restart", metadata: ["error": "\(error)"])
+        }
+        // Even when it did not start: its finished state ends the daemon with a non-zero status.
+        state.withLock { $0.current = Generation(config: old.config, parts: old.parts, source: source, pipeline: pipeline) }
+    }
+
+    private func makeGenerationPipeline(config: DaemonConfig, parts: EngineParts, source: SourceHandle,
+                                        publishedSoFar: Int) -> ClassificationPipeline {
+        var c = config
+        // --frames counts over the daemon's life, not per generation.
+        if let limit = c.frameLimit { c.frameLimit = max(1, limit - publishedSoFar) }
+        return makePipeline(config: c, parts: parts, source: source, sinks: pipelineSinks, logger: logger, onResult: onResult)
+    }
+
+    /// Milliseconds from the old pipeline's last record to the new one's first, waiting up to `timeoutNs`.
+    private func waitFirstRecord(after lastOld: UInt64, timeoutNs: UInt64) -> Double? {
+        let deadline = Clock.monotonicNs() + timeoutNs
+        while Clock.monotonicNs() < deadline {
+            let t = notifier.readyMonotonicNs
+            if t != 0 { return lastOld == 0 ? nil : Double(t &- lastOld) / 1e6 }
+            usleep(2000)
+        }
+        return nil
+    }
+
+    func publishLifecycle(_ line: [UInt8]) {
+        line.withUnsafeBytes { raw in for sink in recordSinks { sink.publish(raw) } }
+    }
+
+    /// One line for `STATUS=`: state, rate and what runs.
+    func statusLine(state: String = "running", fps: Double? = nil) -> String {
+        let g = current
+        return statusLine(config: g.config, parts: g.parts, source: g.source, state: state, fps: fps)
+    }
+
+    func statusLine(config: DaemonConfig, parts: EngineParts, source: SourceHandle, state: String, fps: Double? = nil) -> String {
+        var s = state
+        if let fps {
+            let c = totalCounters
+            s += ", \(ConsoleLine.fixed(fps, 1)) fps, \(c.published) classified, \(c.droppedTotal) dropped"
+        }
+        s += "; model \(parts.model.name) on \(parts.engine.info.backend)"
+        s += " \(parts.engine.info.device); source \(source.name)"
+        return s
+    }
+}
+
+/// Which settings differ between the running and the re-read configuration, and what that takes.
+struct ReloadPlan {
+    var effective: DaemonConfig
+    var changed: [String] = []
+    var needRestart: [String] = []
+    var engineChanged = false
+    var pipelineChanged = false
+    var sourceChanged = false
+
+    init(old: DaemonConfig, new: DaemonConfig) {
+        var e = new
+        var changed: [String] = []
+        var restart: [String] = []
+        // Bound to the socket and the log, which stay up so that subscribers stay connected.
+        func keep<T: Equatable>(_ key: String, _ path: WritableKeyPath<DaemonConfig, T>) {
+            if e[keyPath: path] != old[keyPath: path] {
+                restart.append(key)
+                e[keyPath: path] = old[keyPath: path]
+            }
+        }
+        keep("publish.socket", \.socketPath)
+        keep("publish.socket_mode", \.socketMode)
+        keep("publish.subscriber_buffer_bytes", \.subscriberBufferBytes)
+        keep("publish.max_subscribers", \.maxSubscribers)
+        keep("publish.max_request_bytes", \.maxRequestBytes)
+        keep("log.path", \.logPath)
+        keep("log.max_bytes", \.logMaxBytes)
+        keep("log.keep", \.logKeep)
+        keep("log.buffer_bytes", \.logBufferBytes)
+
+        func differs<T: Equatable>(_ key: String, _ path: KeyPath<DaemonConfig, T>) -> Bool {
+            guard e[keyPath: path] != old[keyPath: path] else { return false }
+            changed.append(key)
+            return true
+        }
+        var engine = false
+        engine = differs("model.path", \.modelPath) || engine
+        engine = differs("inference.backend", \.backend) || engine
+        engine = differs("inference.device", \.device) || engine
+        engine = differs("inference.precision", \.precision) || engine
+        engine = differs("inference.performance_hint", \.performanceHint) || engine
+        engine = differs("inference.workers", \.workers) || engine
+        engine = differs("inference.openvino_library", \.openVINOLibrary) || engine
+        engine = differs("inference.bpu_library", \.bpuLibrary) || engine
+        engine = differs("inference.bpu_model_name", \.bpuModelName) || engine
+        engine = differs("inference.bpu_timeout_ms", \.bpuTimeoutMs) || engine
+        engine = differs("inference.bpu_priority", \.bpuPriority) || engine
+        var pipeline = false
+        pipeline = differs("model.top_k", \.topK) || pipeline
+        pipeline = differs("model.resize", \.resize) || pipeline
+        pipeline = differs("pipeline.queue_capacity", \.queueCapacity) || pipeline
+        pipeline = differs("pipeline.max_consecutive_failures", \.maxConsecutiveFailures) || pipeline
+        _ = differs("daemon.log_level", \.daemonLogLevel)
+
+        // Everything else (source.*, camera.*, and any setting added later) is applied by
+        // rebuilding the source and the pipeline: correct for any key, if not the cheapest.
+        var rest = e
+        rest.file = old.file
+        rest.frameLimit = old.frameLimit
+        rest.debugStallAfterFrames = old.debugStallAfterFrames
+        rest.daemonLogLevel = old.daemonLogLevel
+        for path in Self.engineAndPipelineKeys { Self.copy(path, from: old, to: &rest) }
+        let source = rest != old
+        if source { changed.append("source") }
+
+        effective = e
+        self.changed = changed
+        needRestart = restart
+        engineChanged = engine
+        pipelineChanged = pipeline
+        sourceChanged = source
+    }
+
+    private static var engineAndPipelineKeys: [PartialKeyPath<DaemonConfig>] {
+        [
+        \.modelPath, \.backend, \.device, \.precision, \.performanceHint, \.workers, \.openVINOLibrary,
+        \.bpuLibrary, \.bpuModelName, \.bpuTimeoutMs, \.bpuPriority, \.topK, \.resize, \.queueCapacity,
+        \.maxConsecutiveFailures,
+        ]
+    }
+
+    private static func copy(_ path: PartialKeyPath<DaemonConfig>, from old: DaemonConfig, to c: inout DaemonConfig) {
+        switch path {
+        case let p as WritableKeyPath<DaemonConfig, String>: c[keyPath: p] = old[keyPath: p]
+        case let p as WritableKeyPath<DaemonConfig, Int>: c[keyPath: p] = old[keyPath: p]
+        default: preconditionFailure("ReloadPlan.copy: add the key path's type")
+        }
+    }
+}
