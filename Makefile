@@ -6,6 +6,7 @@
 # make run       all of the above, then run the daemon on the sample photos, printing results
 # make test      the whole test suite (unit, integration, BPU stand-in, V4L2 VM)
 # make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
+# make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 SHELL        := /bin/bash
 PYTHON       ?= python3
@@ -97,6 +98,18 @@ bench: deps models build bench-deps eval-photos
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) $(VPY) benchmarks/python_peer.py --model $(MODEL) --camclass .build/release/camclass \
 	  --json $(BENCH_OUT)/python-peer.json
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass eval $(EVAL_DIR) --model $(MODEL) --reference --python $(VPY)
+
+# The BPU backend on the stand-in libdnn.so (a test double from Tests/StandIns: no board here). Its
+# model file Tests/StandIns/bench_b2.model sets EfficientNet-B2's RDK X5 seed latency, 3310 us per
+# task, on 1 core: no backend can beat 1e6/3310 = 302.1 FPS. The bench reads latency_us and cores from
+# that file (STANDIN_DNN_* environment overrides apply, as in the stand-in) and prints this
+# "theoretical max FPS" beside the raw engine and daemon FPS with 4 tasks in flight, the per-stage
+# split, the stand-in's peak tasks in flight and "expected on RDK X5" from config/models.yaml.
+# The last line is one JSON object: fps (daemon pipeline), theoretical_fps, ratio (target >= 0.97).
+bench-bpu: apt-deps standin
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclass
+	.build/release/camclass bench --backend bpu --bpu-library $(CURDIR)/Tests/StandIns/libdnn.so \
+	  --model Tests/StandIns/bench_b2.model --workers 4 --in-flight 4
 
 # OpenCV for the Python peer's fast variant: benchmarks only, not needed by run or test.
 bench-deps: venv

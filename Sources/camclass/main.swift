@@ -94,6 +94,8 @@ struct Bench: ParsableCommand {
     var modelsDir = "models"
     @Option(name: .long, help: "Backend: openvino or bpu.")
     var backend = "openvino"
+    @Option(name: .long, help: "BPU: the libdnn.so to load (a path, or a name for the loader's search; make bench-bpu passes the stand-in).")
+    var bpuLibrary = "libdnn.so"
     @Option(name: .long, help: "Inference requests in flight in the daemon path (0 = engine optimum).")
     var workers = 0
     @Option(name: .long, help: "Largest number in flight for the throughput curve.")
@@ -125,6 +127,7 @@ struct Bench: ParsableCommand {
         config.backend = backend
         config.workers = workers
         config.precision = precision
+        config.bpuLibrary = bpuLibrary
         var options = ModelBenchmark.Options()
         options.maxInFlight = inFlight
         options.latencySeconds = latencySeconds
@@ -141,6 +144,9 @@ struct Bench: ParsableCommand {
             Console.err("camclass bench: no model catalogue (\(error)); the RDK X5 column stays empty\n")
             cat = nil
         }
+        // BPU: theoretical maximum (stand-in), its counters, RDK X5 figures; opened before any engine.
+        let bpuReport = backend == "bpu" && !all ? BPUBenchReport(config: config, catalogue: cat) : nil
+        var bpuSummary: String?
         let bench = ModelBenchmark(config: config, options: options, logger: logger)
         let rows: [ModelTableRow]
         if all {
@@ -174,6 +180,11 @@ struct Bench: ParsableCommand {
             Console.out("per-stage means at camera rate: " + ModelTable.stageOrder.map {
                 String(format: "%@ %.3f ms", $0, r.stageMs[$0] ?? .nan) }.joined(separator: ", ") + "\n")
             if let e = cat?.entry(matching: row.model), let cat { Console.out(e.expectedText(board: cat.board) + "\n") }
+            if let bpuReport {
+                let known = cat?.entry(matching: row.model) != nil
+                for line in bpuReport.lines(result: r, includeExpected: !known) { Console.out(line + "\n") }
+                bpuSummary = try bpuReport.summaryJSON(result: r, fpsInFlight: row.fpsInFlight)
+            }
         }
         let notes = [
             "measured on this machine (\(ProcessInfo.processInfo.activeProcessorCount) cores); \(rows.first { $0.error == nil }?.engine ?? "")",
@@ -202,6 +213,8 @@ struct Bench: ParsableCommand {
                 }
             }
         }
+        // BPU: the last line is one JSON object (fps, theoretical_fps, ratio, …) for make bench-bpu.
+        if let bpuSummary { Console.out(bpuSummary + "\n") }
         if rows.contains(where: { $0.error != nil }) { throw ExitCode(1) }
     }
 }
