@@ -163,7 +163,7 @@ final class EvalSource: FrameSource, @unchecked Sendable {
     let fileNames: [String]
     let maxFrameSize: (width: Int, height: Int)
     private var next = 0
-    private let decoder: JPEGDecoder
+    private var decoder: JPEGDecoder
     private let stopRequested = Atomic<Bool>(false)
     /// Index → why it could not be decoded (read after the pipeline finished).
     let failures = Mutex<[Int: String]>([:])
@@ -214,6 +214,8 @@ final class EvalSource: FrameSource, @unchecked Sendable {
                 frame.info.height = size.height
             } catch {
                 failures.withLock { $0[index] = "\(error)" }
+                // A failed decode can leave the turbojpeg handle unusable (the next header reads 0x0).
+                decoder = JPEGDecoder(maxWidth: maxFrameSize.width + 1, maxHeight: maxFrameSize.height + 1)
                 continue
             }
             frame.info.fileIndex = Int32(index)
