@@ -107,7 +107,8 @@ import Testing
             let text = try String(contentsOfFile: logDir + "/" + name, encoding: .utf8)
             for line in text.split(separator: "\n") {
                 let obj = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-                logSeqs.append(obj["seq"] as! Int)
+                guard obj["type"] as? String == "classification" else { continue }  // e.g. the shutdown record
+                logSeqs.append(try #require(obj["seq"] as? Int))
                 logRecords.append(obj)
             }
         }
