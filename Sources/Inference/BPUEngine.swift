@@ -626,7 +626,12 @@ final class BPUSlot: InferenceSlot, @unchecked Sendable {
         if s != 0 { throw BPUStatus.error(s, "hbSysFlushMem(input, CLEAN)") }
         t.task.pointee = nil
         s = api.hbDNNInfer(t.task, t.outputList, t.input, model, t.ctrl)
-        if s != 0 { throw BPUStatus.error(s, "hbDNNInfer") }
+        if s != 0 {
+            // Not expected after a failure, but a handle handed out is ours to release.
+            if let stray = t.task.pointee { _ = api.hbDNNReleaseTask(stray) }
+            t.task.pointee = nil
+            throw BPUStatus.error(s, "hbDNNInfer")
+        }
         let waited = api.hbDNNWaitTaskDone(t.task.pointee, timeoutMs)
         // Always released, even after a failed or timed-out wait: a task handle is never leaked.
         let released = api.hbDNNReleaseTask(t.task.pointee)
