@@ -23,7 +23,7 @@ public enum JPEGDecodeError: Error, CustomStringConvertible, Equatable {
 /// are sized once for `maxWidth` x `maxHeight`, so decoding allocates nothing.
 /// Thread context: one decoder per thread (a turbojpeg handle is not thread-safe).
 public final class JPEGDecoder {
-    private let handle: tjhandle
+    private var handle: tjhandle
     public let maxWidth: Int
     public let maxHeight: Int
     private let scratch: UnsafeMutablePointer<UInt8>
@@ -49,7 +49,7 @@ public final class JPEGDecoder {
         var w: Int32 = 0, h: Int32 = 0, sub: Int32 = 0, cs: Int32 = 0
         guard let base = jpeg.baseAddress, jpeg.count > 4 else { throw JPEGDecodeError.corrupt("empty buffer") }
         let rc = tjDecompressHeader3(handle, base.assumingMemoryBound(to: UInt8.self), UInt(jpeg.count), &w, &h, &sub, &cs)
-        if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+        if rc != 0 { throw failure() }
         return (Int(w), Int(h), sub)
     }
 
@@ -81,7 +81,7 @@ public final class JPEGDecoder {
             let v = u + cw * ch
             let rc = decodePlanes(base, count: jpeg.count, width: w, height: h, flags: flags,
                                   planes: (yPlane, u, v), strides: (Int32(yStride), Int32(cw), Int32(cw)))
-            if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+            if rc != 0 { throw failure() }
             switch sub {
             case Int32(TJSAMP_420.rawValue):
                 MergeUVPlane(u, Int32(cw), v, Int32(cw), dst.uv, Int32(dst.layout.strideUV), outW / 2, outH / 2)
@@ -98,7 +98,7 @@ public final class JPEGDecoder {
         case Int32(TJSAMP_GRAY.rawValue):
             let rc = decodePlanes(base, count: jpeg.count, width: w, height: h, flags: flags,
                                   planes: (scratch, nil, nil), strides: (Int32(w), 0, 0))
-            if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+            if rc != 0 { throw failure() }
             CopyPlane(scratch, Int32(w), dst.y, Int32(dst.layout.strideY), outW, outH)
             SetPlane(dst.uv, Int32(dst.layout.strideUV), outW / 2, outH / 2, 0x8080)
         default:
@@ -122,7 +122,7 @@ public final class JPEGDecoder {
         let base = jpeg.baseAddress!.assumingMemoryBound(to: UInt8.self)
         let rc = tjDecompress2(handle, base, UInt(jpeg.count), rgb, Int32(w), Int32(w * 3), Int32(h),
                                Int32(TJPF_RGB.rawValue), CTJ_FLAG_STOPONWARNING | CTJ_FLAG_ACCURATEDCT)
-        if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+        if rc != 0 { throw failure() }
         try NV12Ops.convertRGB24(rgb, stride: w * 3, scratchARGB: argb, into: dst)
     }
 
@@ -134,7 +134,7 @@ public final class JPEGDecoder {
         let rc = decodePlanes(base, count: count, width: w, height: h, flags: flags,
                               planes: (scratch, u, v), strides: (Int32(w), Int32(cw), Int32(cw)))
 
-        if rc != 0 { throw JPEGDecodeError.corrupt(errorString()) }
+        if rc != 0 { throw failure() }
         let s = I420ToNV12(scratch, Int32(w), u, Int32(cw), v, Int32(cw), dst.y, Int32(dst.layout.strideY),
                            dst.uv, Int32(dst.layout.strideUV), Int32(dst.layout.width), Int32(dst.layout.height))
         if s != 0 { throw ImageOpsError.libyuv(call: "I420ToNV12", status: s) }
@@ -155,6 +155,18 @@ public final class JPEGDecoder {
                                         Int32(height), flags)
             }
         }
+    }
+
+    /// The error for the call that just failed. The handle is then replaced: after some errors
+    /// libjpeg-turbo's state misreads the next image (seen: its size as 0x0), and one bad MJPEG
+    /// frame must not spoil the following good ones. Only the error path allocates.
+    private func failure() -> JPEGDecodeError {
+        let error = JPEGDecodeError.corrupt(errorString())
+        if let fresh = tjInitDecompress() {
+            tjDestroy(handle)
+            handle = fresh
+        }
+        return error
     }
 
     private func errorString() -> String {

@@ -102,6 +102,13 @@ import Testing
         let wrongSize = NV12Buffer(width: 32, height: 32)
         #expect(throws: JPEGDecodeError.self) { try jpeg.withUnsafeBytes { try decoder.decode($0, into: wrongSize.view) } }
         #expect(throws: JPEGDecodeError.self) { try [UInt8](repeating: 0xFF, count: 100).withUnsafeBytes { try decoder.decode($0, into: out.view) } }
+        // A good frame right after bad ones still decodes (one corrupt MJPEG frame must not spoil the next).
+        var flipped = jpeg
+        for i in stride(from: jpeg.count / 3, to: jpeg.count - 2, by: 7) { flipped[i] ^= 0x5A }
+        _ = try? flipped.withUnsafeBytes { try decoder.decode($0, into: out.view) }
+        _ = try? truncated.withUnsafeBytes { try decoder.decode($0, into: out.view) }
+        try jpeg.withUnsafeBytes { try decoder.decode($0, into: out.view) }
+        #expect(abs(Int(out.view.y[100]) - 124) < 6, "JFIF luma of (10,200,30) ≈ 124, got \(out.view.y[100])")
     }
 
     static func encodeSolidJPEG(width: Int, height: Int, rgb: (UInt8, UInt8, UInt8), subsampling: Int32) throws -> [UInt8] {
