@@ -22,6 +22,7 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CYUV", providers: [.apt(["libyuv-dev"])]),
         .systemLibrary(name: "CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // C: run-time loaded inference libraries (dlopen), so the build needs neither.
         .target(name: "COpenVINO", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CHBDNN", linkerSettings: [.linkedLibrary("dl")]),
@@ -36,7 +37,7 @@ let package = Package(
             "ImageOps", "Support", "COpenVINO", "CHBDNN", .product(name: "Logging", package: "swift-log"),
             "Yams",
         ]),
-        .target(name: "Publishing", dependencies: ["Support", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Publishing", dependencies: ["Support", "CZlib", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Pipeline", dependencies: [
             "Capture", "ImageOps", "Inference", "Publishing", "Support",
             .product(name: "Logging", package: "swift-log"),

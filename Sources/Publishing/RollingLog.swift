@@ -3,54 +3,128 @@ import Logging
 import Support
 import Synchronization
 
+/// How the rolling log's lines look.
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// JSON Lines: exactly the records subscribers receive.
+    case json
+    /// One human-readable line per record: `2026-11-23T09:20:00.123Z #123 Egyptian cat 0.39 (stable: cat) 7.1 ms`.
+    case text
+}
+
+/// When the log file is fsynced.
+public enum FsyncPolicy: Sendable, Equatable {
+    /// Never explicitly (the kernel writes back on its own schedule).
+    case never
+    /// Before a file is rotated and when the log closes (default).
+    case rotation
+    /// At most this often while records are written, plus at rotation and close.
+    case interval(ms: Int)
+    /// After every batch the writer thread writes.
+    case always
+}
+
 public struct RollingLogOptions: Sendable {
     public var path: String
-    /// Rotate before the file would exceed this many bytes (records are never split).
+    /// Rotate before the file would exceed this many bytes (records are never split); 0 = no size limit.
     public var maxBytes = 10 * 1024 * 1024
+    /// Also rotate when the UTC day changes (checked when records are written).
+    public var rotateDaily = false
     /// Rotated files kept: `path.1` (newest) … `path.N`.
     public var keep = 5
     /// Records buffered between the result thread and the writer thread.
     public var bufferBytes = 4 * 1024 * 1024
+    /// Compress rotated files to `path.N.gz`.
+    public var gzip = false
+    public var fsync: FsyncPolicy = .rotation
+    public var format: LogFormat = .json
+    /// Label names for the `text` format (JSON lines carry their own).
+    public var vocabulary: RecordVocabulary?
+    /// Wall clock (CLOCK_REALTIME ns) deciding daily rotation; tests inject a fake one.
+    public var clock: @Sendable () -> UInt64 = { Clock.realtimeNs() }
+    /// The write(2) the writer thread uses; tests inject failures (ENOSPC, EIO) here.
+    public var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }
+    /// After a failed write, the writer keeps the unwritten records and retries this often.
+    public var retryMs = 250
 
     public init(path: String) { self.path = path }
 }
 
-/// Appends records to a file that rotates by size (`app.log` → `app.log.1` → … → `app.log.N`),
-/// readable with `tail -F`. A dedicated writer thread does the I/O; records reach it whole through
-/// a bounded buffer, so a slow disk costs lost log records (counted), never a pipeline stall.
-/// Rotation happens only between records: nothing is split, lost or duplicated across files.
-/// Thread context: `publish` from the result thread; `start`/`stop` from the owner.
+/// Appends records to a file that rotates by size and/or daily (`app.log` → `app.log.1` → … →
+/// `app.log.N`, optionally gzipped), readable with `tail -F` or `camclass tail`.
+///
+/// A dedicated writer thread does the I/O; records reach it whole through a bounded buffer, and
+/// the file is only ever written in whole lines from that one thread, so records never interleave
+/// or tear, and rotation happens only between records. When the disk fails (ENOSPC, EIO) the
+/// daemon keeps classifying and publishing: the writer keeps what it could not write and retries,
+/// the buffer absorbs what arrives meanwhile, and whatever does not fit is counted as lost and
+/// marked in the file with a `log_gap` record when writing resumes.
+/// Thread context: `publish` from the result thread (any thread is safe); `start`/`stop` from the owner.
 public final class RollingLog: RecordSink, @unchecked Sendable {
     public let options: RollingLogOptions
     private let logger: Logger
     private let state: Mutex<State>
     private let wake = Condition()
+    /// Guards `text` (the `text` format's encoder, used by publishers).
+    private let textLock = Condition()
+    private var text: TextRecordEncoder?
     private var writer: DedicatedThread?
+
+    // Writer thread only (and `start`/`stop` before/after it runs).
     private var fd: Int32 = -1
     private var fileSize = 0
-    private var scratch: UnsafeMutableRawBufferPointer
+    private var fileDay: UInt64 = 0
+    private var dirty = false
+    private var lastFsyncNs: UInt64 = 0
+    private let scratch: UnsafeMutableRawBufferPointer
+    private var pendingStart = 0
+    private var pendingEnd = 0
+    private var failingSinceLost = 0
 
     private struct State: ~Copyable {
         var ring: ByteRing
+        var gap = ByteWriter(capacity: 256)
         var stopping = false
+        /// Records that did not fit in the buffer (ever), and those not yet marked in the file.
         var lostRecords = 0
+        var unmarkedLost = 0
         var records = 0
     }
 
     private let stats = Mutex(Stats())
     public struct Stats: Sendable, Equatable {
         public var bytesWritten = 0
+        /// Lines written (records and `log_gap` markers).
         public var recordsWritten = 0
         public var rotations = 0
+        public var rotationsBySize = 0
+        public var rotationsByTime = 0
+        /// Failed write(2) calls (each is retried).
         public var writeErrors = 0
+        public var fsyncs = 0
+        public var fsyncErrors = 0
+        public var gzipped = 0
+        public var gzipErrors = 0
+        /// Records that never reached the file (buffer full while the disk failed or lagged).
         public var lostRecords = 0
+        /// The writer currently cannot write (disk full, I/O error); records wait in memory.
+        public var failing = false
+        public var lastError: String?
+        public var currentFileBytes = 0
     }
 
     public init(options: RollingLogOptions, logger: Logger) {
         self.options = options
         self.logger = logger
         state = Mutex(State(ring: ByteRing(capacity: options.bufferBytes)))
+        text = options.format == .text ? TextRecordEncoder(vocabulary: options.vocabulary ?? RecordVocabulary(labels: [])) : nil
         scratch = .allocate(byteCount: options.bufferBytes, alignment: 16)
+    }
+
+    /// Replaces the label names the `text` format prints (a reload that changed the model).
+    public func setVocabulary(_ vocabulary: RecordVocabulary) {
+        guard options.format == .text else { return }
+        let encoder = TextRecordEncoder(vocabulary: vocabulary)
+        textLock.locked { text = encoder }
     }
 
     deinit { scratch.deallocate() }
@@ -60,9 +134,13 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     public func start() throws {
         try openFile()
         writer = DedicatedThread(name: "camclass-log") { [self] in writeLoop() }
-        logger.info("rolling log open", metadata: ["log.path": "\(options.path)", "log.max_bytes": "\(options.maxBytes)",
-                                                   "log.keep": "\(options.keep)"])
+        logger.info("rolling log open", metadata: [
+            "log.path": "\(options.path)", "log.max_bytes": "\(options.maxBytes)", "log.keep": "\(options.keep)",
+            "log.rotate_daily": "\(options.rotateDaily)", "log.gzip": "\(options.gzip)", "log.format": "\(options.format.rawValue)",
+            "log.fsync": "\(options.fsync)"])
     }
+
+    private static func day(_ realtimeNs: UInt64) -> UInt64 { realtimeNs / 86_400_000_000_000 }
 
     private func openFile() throws {
         let dir = options.path.lastIndex(of: "/").map { String(options.path[..<$0]) } ?? "."
@@ -71,15 +149,56 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         var st = stat()
         fstat(fd, &st)
         fileSize = Int(st.st_size)
+        // A file continued from an earlier run belongs to the day it was last written.
+        fileDay = fileSize > 0 ? Self.day(UInt64(st.st_mtim.tv_sec) * 1_000_000_000) : Self.day(options.clock())
+        stats.withLock { $0.currentFileBytes = fileSize }
     }
 
     public func publish(_ line: UnsafeRawBufferPointer) {
-        // Pass the caller's bytes into the lock as plain integers (they are read during this call only).
-        let address = UInt(bitPattern: line.baseAddress), count = line.count
+        publish(PublishedRecord(kind: RecordKind.of(line: line), json: line))
+    }
+
+    /// Appends the record (in the configured format) to the buffer, whole or not at all.
+    public func publish(_ record: PublishedRecord) {
+        guard options.format == .text else {
+            append(record.json)
+            return
+        }
+        // The text encoder's buffer is shared by publishers: render and append under its lock.
+        textLock.locked {
+            append(text?.encode(record) ?? record.json)
+        }
+    }
+
+    private func append(_ bytes: UnsafeRawBufferPointer) {
+        // Cross into the lock with plain integers: the caller's bytes are read during this call only.
+        let address = UInt(bitPattern: bytes.baseAddress), count = bytes.count
         let accepted = state.withLock { s -> Bool in
             s.records += 1
-            if s.ring.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count)) { return true }
+            let line = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count)
+            if s.unmarkedLost > 0 {
+                // Mark where records are missing, just before the first one that fits again.
+                s.gap.reset()
+                if options.format == .text {
+                    s.gap.rfc3339Millis(realtimeNs: options.clock())
+                    s.gap.ascii(" log gap: ")
+                    s.gap.uint(UInt64(s.unmarkedLost))
+                    s.gap.ascii(" records lost (the log could not keep up or the disk failed)\n")
+                } else {
+                    s.gap.ascii("{\"type\":\"log_gap\",\"time\":\"")
+                    s.gap.rfc3339(realtimeNs: options.clock())
+                    s.gap.ascii("\",\"lost\":")
+                    s.gap.uint(UInt64(s.unmarkedLost))
+                    s.gap.ascii("}\n")
+                }
+                if s.ring.free >= s.gap.count + line.count {
+                    _ = s.ring.append(s.gap.bytes)
+                    s.unmarkedLost = 0
+                }
+            }
+            if s.unmarkedLost == 0 && s.ring.append(line) { return true }
             s.lostRecords += 1
+            s.unmarkedLost += 1
             return false
         }
         if accepted { wake.signal() }
@@ -91,49 +210,131 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         return s
     }
 
-    /// Writes everything buffered, fsyncs and closes. Blocks until done.
+    /// Writes everything buffered (one last try if the disk is failing), fsyncs (unless the
+    /// policy is `never`) and closes. Blocks until done.
     public func stop() {
         state.withLock { $0.stopping = true }
         wake.signal()
         writer?.join()
         writer = nil
         if fd >= 0 {
-            fsync(fd)
+            if options.fsync != .never { syncFile() }
             close(fd)
             fd = -1
         }
         let s = currentStats
         logger.info("rolling log closed", metadata: ["log.path": "\(options.path)", "log.records": "\(s.recordsWritten)",
-                                                     "log.lost": "\(s.lostRecords)"])
+                                                     "log.lost": "\(s.lostRecords)", "log.write_errors": "\(s.writeErrors)"])
+    }
+
+    // MARK: writer thread
+
+    private var fsyncIntervalNs: UInt64? {
+        if case .interval(let ms) = options.fsync { return UInt64(max(1, ms)) * 1_000_000 }
+        return nil
     }
 
     private func writeLoop() {
         while true {
-            // Move everything buffered to the writer's scratch (whole records), then write unlocked.
-            var taken = 0
             var stop = false
-            wake.wait(until: {
-                state.withLock { s in
-                    while !s.ring.isEmpty {
-                        let chunk = s.ring.readable
-                        UnsafeMutableRawBufferPointer(rebasing: scratch[taken..<(taken + chunk.count)]).copyMemory(from: chunk)
-                        taken += chunk.count
-                        s.ring.consume(chunk.count)
+            if pendingStart == pendingEnd {
+                // Take everything buffered (whole records) into the writer's scratch, then write unlocked.
+                pendingStart = 0
+                pendingEnd = 0
+                let check = { [self] () -> Bool in
+                    state.withLock { s in
+                        while !s.ring.isEmpty {
+                            let chunk = s.ring.readable
+                            UnsafeMutableRawBufferPointer(rebasing: scratch[pendingEnd..<(pendingEnd + chunk.count)]).copyMemory(from: chunk)
+                            pendingEnd += chunk.count
+                            s.ring.consume(chunk.count)
+                        }
+                        stop = s.stopping
+                        return pendingEnd > 0 || stop
                     }
-                    stop = s.stopping
-                    return taken > 0 || stop
                 }
-            })
-            if taken > 0 { writeRecords(UnsafeRawBufferPointer(rebasing: scratch[0..<taken])) }
-            if stop && taken == 0 { return }
+                if let interval = fsyncIntervalNs, dirty {
+                    // Wake up in time to honour the fsync interval even when records stop coming.
+                    let due = lastFsyncNs + interval
+                    let now = Clock.monotonicNs()
+                    if !wake.wait(timeoutNs: due > now ? due - now : 0, until: check) { syncFile() }
+                } else {
+                    wake.wait(until: check)
+                }
+            } else {
+                // The last write failed: wait, then retry what is pending.
+                _ = wake.wait(timeoutNs: UInt64(options.retryMs) * 1_000_000, until: { state.withLock { $0.stopping } })
+                stop = state.withLock { $0.stopping }
+            }
+            if pendingEnd > pendingStart {
+                let consumed = writeRecords(UnsafeRawBufferPointer(rebasing: scratch[pendingStart..<pendingEnd]))
+                pendingStart += consumed
+                if pendingStart == pendingEnd {
+                    recovered()
+                    afterWrite()
+                } else if stop {
+                    // Shutting down with the disk still failing: what is left is lost (counted).
+                    let left = UnsafeRawBufferPointer(rebasing: scratch[pendingStart..<pendingEnd])
+                    let lines = left.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+                    stats.withLock { $0.lostRecords += lines }
+                    logger.error("log closed with unwritten records", metadata: ["log.path": "\(options.path)", "log.lost": "\(lines)"])
+                    pendingStart = pendingEnd
+                }
+            }
+            if stop && pendingStart == pendingEnd && state.withLock({ $0.ring.isEmpty }) { return }
         }
     }
 
-    /// Writes whole lines, rotating first whenever the next run would overflow the file.
-    private func writeRecords(_ bytes: UnsafeRawBufferPointer) {
+    private func recovered() {
+        let wasFailing = stats.withLock { s -> Bool in
+            let was = s.failing
+            s.failing = false
+            return was
+        }
+        if wasFailing {
+            let lost = currentStats.lostRecords
+            logger.notice("log writes resumed", metadata: ["log.path": "\(options.path)", "log.lost_total": "\(lost)"])
+        }
+    }
+
+    private func afterWrite() {
+        switch options.fsync {
+        case .always: syncFile()
+        case .interval:
+            if let interval = fsyncIntervalNs, Clock.monotonicNs() - lastFsyncNs >= interval { syncFile() }
+        default: break
+        }
+    }
+
+    private func syncFile() {
+        guard fd >= 0, dirty || options.fsync == .always else { return }
+        stats.withLock { $0.fsyncs += 1 }
+        if fsync(fd) != 0 {
+            let e = errno
+            stats.withLock { $0.fsyncErrors += 1; $0.lastError = "fsync: \(String(cString: strerror(e)))" }
+            logger.error("log fsync failed", metadata: ["log.path": "\(options.path)", "error": "\(String(cString: strerror(e)))"])
+        }
+        dirty = false
+        lastFsyncNs = Clock.monotonicNs()
+    }
+
+    /// Writes whole lines, rotating first whenever the next run would overflow the file or the day
+    /// changed. Returns how many bytes (always whole lines) are now in a file.
+    private func writeRecords(_ bytes: UnsafeRawBufferPointer) -> Int {
         var start = 0
         while start < bytes.count {
-            let room = max(0, options.maxBytes - fileSize)
+            if fd < 0 {
+                do { try openFile() } catch {
+                    failed(errno: (error as? SystemCallError)?.errno ?? EIO, what: "open")
+                    return start
+                }
+            }
+            if options.rotateDaily && fileSize > 0 && Self.day(options.clock()) != fileDay {
+                rotate(byTime: true)
+                continue
+            }
+            let limit = options.maxBytes > 0 ? options.maxBytes : Int.max
+            let room = max(0, limit - fileSize)
             // Longest run of whole lines that fits; at least one line into an empty file.
             var end = start
             var i = start
@@ -145,62 +346,96 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 i += 1
             }
             if end == start {
-                if fileSize > 0 { rotate(); continue }
+                if fileSize > 0 { rotate(byTime: false); if fd < 0 { continue }; continue }
                 end = bytes.count  // no newline at all: write as is
             }
             let run = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
-            let lines = run.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-            if writeAll(run) {
-                fileSize += run.count
-                stats.withLock { $0.bytesWritten += run.count; $0.recordsWritten += lines }
-            } else {
-                stats.withLock { $0.lostRecords += lines }
+            let written = writeAll(run)
+            if written > 0 {
+                let lines = UnsafeRawBufferPointer(rebasing: run[0..<written]).reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+                fileSize += written
+                dirty = true
+                stats.withLock { $0.bytesWritten += written; $0.recordsWritten += lines; $0.currentFileBytes = fileSize }
             }
-            start = end
+            start += written
+            if written < run.count { return start }
         }
+        return start
     }
 
-    private func writeAll(_ run: UnsafeRawBufferPointer) -> Bool {
+    /// Writes `run`; on failure cuts the file back to the last whole line and returns how many
+    /// bytes (whole lines) stayed in it.
+    private func writeAll(_ run: UnsafeRawBufferPointer) -> Int {
         var off = 0
         while off < run.count {
-            let n = write(fd, run.baseAddress! + off, run.count - off)
+            let n = options.write(fd, run.baseAddress! + off, run.count - off)
             if n > 0 { off += n; continue }
             if n < 0 && errno == EINTR { continue }
-            let e = errno
-            let first = stats.withLock { s -> Bool in
-                s.writeErrors += 1
-                return s.writeErrors == 1 || s.writeErrors % 1000 == 0
-            }
-            if first {
-                logger.error("log write failed; records are being lost", metadata: [
-                    "log.path": "\(options.path)", "error": "\(String(cString: strerror(e)))"])
-            }
-            // Drop the partial tail so the file stays line-aligned.
-            if off > 0 { _ = ftruncate(fd, off_t(fileSize)) }
-            return false
+            let e = n < 0 ? errno : EIO
+            // Keep the whole lines that made it; drop a torn tail so the file stays line-aligned.
+            var keep = off
+            while keep > 0 && run[keep - 1] != 0x0A { keep -= 1 }
+            if keep < off { _ = ftruncate(fd, off_t(fileSize + keep)) }
+            failed(errno: e, what: "write")
+            return keep
         }
-        return true
+        return off
     }
 
-    private func rotate() {
+    private func failed(errno e: Int32, what: String) {
+        let message = "\(what): \(String(cString: strerror(e)))"
+        let first = stats.withLock { s -> Bool in
+            s.writeErrors += 1
+            s.lastError = message
+            let first = !s.failing
+            s.failing = true
+            return first
+        }
+        if first {
+            logger.error("log write failed; records wait in memory and are retried, then counted as lost if the buffer fills", metadata: [
+                "log.path": "\(options.path)", "error": "\(message)",
+                "log.buffer_bytes": "\(options.bufferBytes)"])
+        }
+    }
+
+    private func rotate(byTime: Bool) {
         let p = options.path
-        fsync(fd)
+        if options.fsync != .never { syncFile() }
         close(fd)
+        fd = -1
         if options.keep > 0 {
             unlink("\(p).\(options.keep)")
+            unlink("\(p).\(options.keep).gz")
             if options.keep > 1 {
-                for i in stride(from: options.keep - 1, through: 1, by: -1) { rename("\(p).\(i)", "\(p).\(i + 1)") }
+                for i in stride(from: options.keep - 1, through: 1, by: -1) {
+                    rename("\(p).\(i)", "\(p).\(i + 1)")
+                    rename("\(p).\(i).gz", "\(p).\(i + 1).gz")
+                }
             }
             rename(p, "\(p).1")
+            if options.gzip {
+                do {
+                    try Gzip.compress(file: "\(p).1", to: "\(p).1.gz", write: { [options] in options.write($0, $1, $2) })
+                    unlink("\(p).1")
+                    stats.withLock { $0.gzipped += 1 }
+                } catch {
+                    // The rotated file stays uncompressed; nothing is lost.
+                    stats.withLock { $0.gzipErrors += 1; $0.lastError = "\(error)" }
+                    logger.warning("could not gzip the rotated log; kept uncompressed", metadata: ["log.path": "\(p).1", "error": "\(error)"])
+                }
+            }
         } else {
             unlink(p)
         }
-        do { try openFile() } catch {
-            logger.error("cannot reopen log after rotation", metadata: ["log.path": "\(p)", "error": "\(error)"])
-        }
         fileSize = 0
-        stats.withLock { $0.rotations += 1 }
-        logger.debug("log rotated", metadata: ["log.path": "\(p)"])
+        stats.withLock { s in
+            s.rotations += 1
+            if byTime { s.rotationsByTime += 1 } else { s.rotationsBySize += 1 }
+            s.currentFileBytes = 0
+        }
+        do { try openFile() } catch {
+            failed(errno: (error as? SystemCallError)?.errno ?? EIO, what: "open after rotation")
+        }
+        logger.debug("log rotated", metadata: ["log.path": "\(p)", "log.by": "\(byTime ? "time" : "size")"])
     }
 }
-

@@ -10,13 +10,37 @@ public struct SocketOptions: Sendable {
     /// Bytes buffered per subscriber; when full, that subscriber's records are dropped and counted.
     public var subscriberBufferBytes = 256 * 1024
     public var maxSubscribers = 64
-    /// Longest request line a client may send.
+    /// Longest request line a client may send; a longer one gets an error and the connection closed.
     public var maxRequestBytes = 4096
+    /// Request lines a client may send per second (a burst of the same size is allowed); more is
+    /// a flood: the client gets an error and is disconnected.
+    public var maxRequestsPerSecond = 20
     /// Kernel send buffer per subscriber socket. Kept modest so that a stalled subscriber's backlog
     /// sits in its own accounted buffer (and is dropped and counted there), not hidden in the kernel.
     public var kernelSendBufferBytes: Int32 = 32 * 1024
+    /// Records buffered between the result thread and the I/O thread (shared by all subscribers).
+    public var journalBytes = 1 << 20
 
     public init(path: String) { self.path = path }
+}
+
+/// What the protocol needs from the daemon; give it to `configure` before `start`.
+public struct ProtocolContext: Sendable {
+    public var hello: ProtocolHello
+    /// Label names (and coarse groups) for `subscribe.labels`; nil = only class ids are accepted.
+    public var vocabulary: RecordVocabulary?
+    /// The daemon's `model.top_k` (a subscriber's `top_k` is capped at it).
+    public var maxTopK: Int
+    /// Encodes a `status` record (one line); called on the socket's I/O thread.
+    public var status: (@Sendable () -> [UInt8])?
+
+    public init(hello: ProtocolHello = ProtocolHello(), vocabulary: RecordVocabulary? = nil, maxTopK: Int = 5,
+                status: (@Sendable () -> [UInt8])? = nil) {
+        self.hello = hello
+        self.vocabulary = vocabulary
+        self.maxTopK = maxTopK
+        self.status = status
+    }
 }
 
 public enum SocketPublisherError: Error, CustomStringConvertible {
@@ -33,43 +57,98 @@ public enum SocketPublisherError: Error, CustomStringConvertible {
     }
 }
 
-/// Publishes JSON Lines to every client of a Unix stream socket. Each subscriber has its own
-/// bounded buffer: a slow or stuck subscriber loses records (counted, and told with a `dropped`
-/// record when it catches up) but never delays the pipeline or other subscribers.
-/// Thread context: `publish` from the result thread; a dedicated I/O thread accepts, writes and
-/// reads; `start`/`stop` from the owner.
+/// Publishes records to every client of a Unix stream socket, speaking protocol v1
+/// (docs/protocol.md): a `hello` on connect, then records filtered per subscriber, and replies to
+/// `subscribe` / `status` / `last` requests.
+///
+/// The result thread's `publish` only appends the record once to a shared journal (one lock, one
+/// copy, no per-subscriber work, no allocation) and wakes the I/O thread. The I/O thread applies
+/// each subscriber's filter, cuts `top` entries out of the line where the filter asks for it, and
+/// copies the result into that subscriber's bounded buffer. A slow or stuck subscriber loses
+/// records (counted, and told with a `dropped` record when it catches up) but never delays the
+/// pipeline or other subscribers.
+/// Thread context: `publish` from the result thread (any thread is safe); a dedicated I/O thread
+/// accepts, reads requests, filters and writes; `configure`/`start`/`stop` from the owner.
 public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     public let options: SocketOptions
     private let logger: Logger
+    /// What `hello` says and how requests are served, asked for at each connection and request
+    /// (a reload may change the model).
+    private let contextProvider = Mutex<@Sendable () -> ProtocolContext>({ ProtocolContext() })
     private var listenFD: Int32 = -1
     private var wakeFD: Int32 = -1      // write end of the wake-up pipe
     private var wakeReadFD: Int32 = -1
     private var ioThread: DedicatedThread?
-    private let state: Mutex<State>
     private let stopping = Atomic<Bool>(false)
+    private let wakePending = Atomic<Bool>(false)
     private let published = Atomic<Int>(0)
 
-    private struct State: ~Copyable {
-        var subscribers: [Subscriber] = []
-        var nextID = 1
-        var droppedTotal = 0
-        var disconnectedTotal = 0
+    // Result thread → I/O thread.
+    private let journal: Mutex<Journal>
+    private struct Journal: ~Copyable {
+        var ring: ByteRing
+        var appended = 0      // entries ever appended
+        var lost = 0          // entries that did not fit (the I/O thread was behind)
+        var lostReported = 0
     }
 
-    final class Subscriber: @unchecked Sendable {
+    // I/O thread only.
+    private var subscribers: [Subscriber] = []
+    private var nextID = 1
+    private var journalScratch: UnsafeMutableRawBufferPointer
+    private var processed = 0
+    private let selected: UnsafeMutableBufferPointer<Int32>
+    private var notice = ByteWriter(capacity: 128)
+    private let last: UnsafeMutableRawBufferPointer
+    private var lastCount = 0
+
+    // I/O thread → everyone else.
+    private let snapshot = Mutex(Snapshot())
+    private struct Snapshot {
+        var subscribers: [SubscriberStats] = []
+        var processed = 0
+        var droppedTotal = 0
+        var disconnectedTotal = 0
+        var protocolErrors = 0
+        var floodDisconnects = 0
+    }
+    // Running totals kept by the I/O thread.
+    private var droppedTotalIO = 0
+    private var disconnectedTotalIO = 0
+    private var protocolErrorsIO = 0
+    private var floodDisconnectsIO = 0
+
+    final class Subscriber {
         let id: Int
         let fd: Int32
         var ring: ByteRing
-        var dropped = 0          // records lost since connecting
-        var pendingDropped = 0   // lost and not yet told
+        let input: UnsafeMutableRawBufferPointer
+        var inputCount = 0
+        var filter = SubscriptionFilter()
+        var matched = 0            // classifications that passed the score/class filters (every_n)
+        var nextAllowedNs: UInt64 = 0
+        var rated = false
+        var tokens: Double
+        var lastRefillNs: UInt64
         var delivered = 0
-        var inputPending = 0     // bytes of the current request line seen so far
-        var closing = false
-        init(id: Int, fd: Int32, capacity: Int) {
+        var dropped = 0            // records lost since connecting
+        var pendingDropped = 0     // lost and not yet told
+        var filtered = 0
+        var requests = 0
+        var closeReason: String?
+        let connectedNs: UInt64
+
+        init(id: Int, fd: Int32, capacity: Int, maxRequest: Int, tokens: Double) {
             self.id = id
             self.fd = fd
             ring = ByteRing(capacity: capacity)
+            input = .allocate(byteCount: maxRequest + 1, alignment: 8)
+            self.tokens = tokens
+            connectedNs = Clock.monotonicNs()
+            lastRefillNs = connectedNs
         }
+
+        deinit { input.deallocate() }
     }
 
     public struct SubscriberStats: Sendable, Equatable {
@@ -77,13 +156,43 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         public var delivered: Int
         public var dropped: Int
         public var buffered: Int
+        /// Records the subscriber's filter skipped (not losses).
+        public var filtered: Int = 0
+        public var requests: Int = 0
+        public var connectedSeconds: Double = 0
     }
 
     public init(options: SocketOptions, logger: Logger) {
         self.options = options
         self.logger = logger
-        state = Mutex(State())
+        journal = Mutex(Journal(ring: ByteRing(capacity: max(options.journalBytes, 64 * 1024))))
+        journalScratch = .allocate(byteCount: max(options.journalBytes, 64 * 1024), alignment: 16)
+        selected = .allocate(capacity: 1 << 16)
+        selected.initialize(repeating: 0)
+        last = .allocate(byteCount: 64 * 1024, alignment: 8)
     }
+
+    deinit {
+        journalScratch.deallocate()
+        selected.deallocate()
+        last.deallocate()
+        if wakeFD >= 0 { close(wakeFD) }
+        if wakeReadFD >= 0 { close(wakeReadFD) }
+    }
+
+    /// Sets what `hello` says, the label names `subscribe.labels` resolves, and the `status` source.
+    /// Call before `start`; calling again later (a reload that changed the model) applies to new
+    /// connections' `hello` and to later requests.
+    public func configure(_ context: ProtocolContext) {
+        contextProvider.withLock { $0 = { context } }
+    }
+
+    /// The same, asked for whenever a client connects or sends a request (on the I/O thread).
+    public func configure(provider: @escaping @Sendable () -> ProtocolContext) {
+        contextProvider.withLock { $0 = provider }
+    }
+
+    private var currentContext: ProtocolContext { contextProvider.withLock { $0 }() }
 
     /// Binds and starts the I/O thread. A stale socket file (no one listening) is replaced; a live
     /// one or a non-socket file is an error.
@@ -124,7 +233,8 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         }
         stopping.store(false, ordering: .relaxed)
         ioThread = DedicatedThread(name: "camclass-sock") { [self] in ioLoop() }
-        logger.info("socket listening", metadata: ["socket.path": "\(path)", "socket.mode": "\(String(options.mode, radix: 8))"])
+        logger.info("socket listening", metadata: ["socket.path": "\(path)", "socket.mode": "\(String(options.mode, radix: 8))",
+                                                   "socket.protocol": "\(CamclassProtocol.version)"])
     }
 
     static func address(_ path: String) throws -> sockaddr_un {
@@ -152,33 +262,49 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         return rc == 0
     }
 
-    /// Copies `line` into every subscriber's buffer (or counts it as dropped for that subscriber).
+    // MARK: publishing (result thread)
+
+    /// Journal entry layout: a fixed header, `topCount` entries of (class, score, start, end), the line.
+    private static let headerSize = 32
+    private static let entrySize = 16
+
+    /// A raw line (its kind taken from its `type`); delivered to every subscriber whose event
+    /// choice includes that kind, with no `top` filtering.
     public func publish(_ line: UnsafeRawBufferPointer) {
+        publish(PublishedRecord(kind: RecordKind.of(line: line), json: line))
+    }
+
+    /// Appends the record to the journal for the I/O thread (or counts it lost when the I/O thread
+    /// is a whole journal behind). Never blocks on a subscriber; allocates nothing.
+    public func publish(_ record: PublishedRecord) {
         published.add(1, ordering: .relaxed)
-        var wake = false
-        state.withLock { s in
-            for sub in s.subscribers where !sub.closing {
-                if sub.pendingDropped > 0 {
-                    var notice = ByteWriter(capacity: 64)
-                    notice.ascii("{\"type\":\"dropped\",\"count\":")
-                    notice.uint(UInt64(sub.pendingDropped))
-                    notice.ascii("}\n")
-                    if sub.ring.free >= notice.count + line.count {
-                        _ = sub.ring.append(notice.bytes)
-                        sub.pendingDropped = 0
-                    }
-                }
-                if sub.pendingDropped == 0 && sub.ring.append(line) {
-                    sub.delivered += 1
-                    wake = true
-                } else {
-                    sub.dropped += 1
-                    sub.pendingDropped += 1
-                    s.droppedTotal += 1
+        let line = record.json
+        let spans = record.spans
+        let result = record.result
+        let n = (spans != nil && result != nil) ? min(spans!.count, result!.topCount, Int(UInt16.max)) : 0
+        let total = Self.headerSize + n * Self.entrySize + line.count
+        var header: (UInt32, UInt8, UInt8, UInt16, UInt64, UInt64, UInt32, UInt32) = (
+            UInt32(total), record.kind.rawValue, n > 0 ? 1 : 0, UInt16(n), result?.seq ?? 0, result?.captureNs ?? 0,
+            UInt32(spans?.open ?? 0), UInt32(spans?.close ?? 0))
+        // Cross into the lock with plain integers: the caller's buffers are read during this call only.
+        let lineAddress = UInt(bitPattern: line.baseAddress), lineCount = line.count
+        let classes = UInt(bitPattern: result?.topClasses.baseAddress), scores = UInt(bitPattern: result?.topScores.baseAddress)
+        let starts = UInt(bitPattern: spans?.starts.baseAddress), ends = UInt(bitPattern: spans?.ends.baseAddress)
+        let appended = journal.withLock { j -> Bool in
+            guard j.ring.free >= total else { j.lost += 1; return false }
+            _ = withUnsafeBytes(of: &header) { j.ring.append(UnsafeRawBufferPointer(rebasing: $0[0..<Self.headerSize])) }
+            if n > 0, let c = UnsafePointer<Int32>(bitPattern: classes), let sc = UnsafePointer<Float>(bitPattern: scores),
+               let st = UnsafePointer<Int32>(bitPattern: starts), let en = UnsafePointer<Int32>(bitPattern: ends) {
+                for i in 0..<n {
+                    var e: (Int32, Float, UInt32, UInt32) = (c[i], sc[i], UInt32(st[i]), UInt32(en[i]))
+                    _ = withUnsafeBytes(of: &e) { j.ring.append($0) }
                 }
             }
+            _ = j.ring.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: lineAddress), count: lineCount))
+            j.appended += 1
+            return true
         }
-        if wake { signalIO() }
+        if appended && !wakePending.exchange(true, ordering: .acquiringAndReleasing) { signalIO() }
     }
 
     private func signalIO() {
@@ -186,20 +312,24 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         _ = write(wakeFD, &one, 1)  // a full pipe already means "wake up"
     }
 
-    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
-    public var droppedTotal: Int { state.withLock { $0.droppedTotal } }
+    public var subscriberCount: Int { snapshot.withLock { $0.subscribers.count } }
+    /// Records lost by subscribers that could not keep up (all subscribers, including gone ones).
+    public var droppedTotal: Int { snapshot.withLock { $0.droppedTotal } }
+    public var disconnectedTotal: Int { snapshot.withLock { $0.disconnectedTotal } }
+    /// Malformed or rejected requests answered with an error line.
+    public var protocolErrors: Int { snapshot.withLock { $0.protocolErrors } }
+    public var floodDisconnects: Int { snapshot.withLock { $0.floodDisconnects } }
     public var publishedCount: Int { published.load(ordering: .relaxed) }
-    public var subscriberStats: [SubscriberStats] {
-        state.withLock { s in s.subscribers.map { SubscriberStats(id: $0.id, delivered: $0.delivered, dropped: $0.dropped, buffered: $0.ring.count) } }
-    }
+    public var subscriberStats: [SubscriberStats] { snapshot.withLock { $0.subscribers } }
 
-    /// Stops accepting, gives subscribers up to `flushTimeoutMs` to receive what is buffered,
-    /// closes them and removes the socket file.
+    /// Stops accepting, gives subscribers up to `flushTimeoutMs` to receive what is published and
+    /// buffered, closes them and removes the socket file.
     public func stop(flushTimeoutMs: Int = 1000) {
         guard listenFD >= 0 else { return }
         let deadline = Clock.monotonicNs() + UInt64(flushTimeoutMs) * 1_000_000
         while Clock.monotonicNs() < deadline {
-            let pending = state.withLock { s in s.subscribers.contains { !$0.ring.isEmpty && !$0.closing } }
+            let appended = journal.withLock { $0.appended }
+            let pending = snapshot.withLock { s in s.processed < appended || s.subscribers.contains { $0.buffered > 0 } }
             if !pending { break }
             signalIO()
             usleep(2000)
@@ -208,53 +338,247 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         signalIO()
         ioThread?.join()
         ioThread = nil
-        state.withLock { s in
-            for sub in s.subscribers { close(sub.fd) }
-            s.subscribers.removeAll()
-        }
+        for sub in subscribers { close(sub.fd) }
+        subscribers.removeAll()
+        publishSnapshot()
         close(listenFD)
         close(wakeFD)
         close(wakeReadFD)
         listenFD = -1
+        wakeFD = -1
+        wakeReadFD = -1
         unlink(options.path)
-        logger.info("socket closed", metadata: ["socket.path": "\(options.path)"])
+        logger.info("socket closed", metadata: ["socket.path": "\(options.path)", "socket.dropped": "\(droppedTotalIO)"])
     }
+
+    // MARK: I/O thread
 
     private func ioLoop() {
         var fds: [pollfd] = []
         fds.reserveCapacity(options.maxSubscribers + 2)
-        var ids: [Int] = []
-        ids.reserveCapacity(options.maxSubscribers + 2)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
         defer { scratch.deallocate() }
         while !stopping.load(ordering: .relaxed) {
             fds.removeAll(keepingCapacity: true)
-            ids.removeAll(keepingCapacity: true)
             fds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
             fds.append(pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0))
-            state.withLock { s in
-                for sub in s.subscribers {
-                    var ev = Int16(POLLIN)
-                    if !sub.ring.isEmpty { ev |= Int16(POLLOUT) }
-                    fds.append(pollfd(fd: sub.fd, events: ev, revents: 0))
-                    ids.append(sub.id)
-                }
+            for sub in subscribers {
+                var ev = Int16(POLLIN)
+                if !sub.ring.isEmpty { ev |= Int16(POLLOUT) }
+                fds.append(pollfd(fd: sub.fd, events: ev, revents: 0))
             }
+            let polled = subscribers.count
             let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 500) }
-            if n < 0 { if errno == EINTR { continue }; logger.error("poll failed", metadata: ["error": "\(errno)"]); break }
-            if n == 0 { continue }
+            if n < 0 {
+                if errno == EINTR { continue }
+                logger.error("poll failed; the socket stops serving subscribers", metadata: ["error": "\(String(cString: strerror(errno)))"])
+                break
+            }
             if fds[1].revents != 0 {
                 var sink: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
                 _ = withUnsafeMutableBytes(of: &sink) { read(wakeReadFD, $0.baseAddress, $0.count) }
             }
-            if fds[0].revents & Int16(POLLIN) != 0 { acceptAll() }
-            for i in 0..<ids.count {
+            wakePending.store(false, ordering: .sequentiallyConsistent)
+            drainJournal()
+            for i in 0..<polled {
                 let rev = fds[i + 2].revents
                 if rev == 0 { continue }
-                serviceSubscriber(id: ids[i], revents: rev, scratch: scratch)
+                service(subscribers[i], revents: rev, scratch: scratch)
             }
-            // Flush what publishers appended while we were busy (edge: no new wake byte).
+            if fds[0].revents & Int16(POLLIN) != 0 { acceptAll() }
             flushWritable()
+            reapClosed()
+            publishSnapshot()
+        }
+        // Last chance for what was published just before the stop.
+        drainJournal()
+        flushWritable()
+        reapClosed()
+    }
+
+    private func publishSnapshot() {
+        let now = Clock.monotonicNs()
+        snapshot.withLock { s in
+            s.subscribers.removeAll(keepingCapacity: true)
+            for sub in subscribers {
+                s.subscribers.append(SubscriberStats(id: sub.id, delivered: sub.delivered, dropped: sub.dropped, buffered: sub.ring.count,
+                                                     filtered: sub.filtered, requests: sub.requests,
+                                                     connectedSeconds: Double(now - sub.connectedNs) / 1e9))
+            }
+            s.processed = processed
+            s.droppedTotal = droppedTotalIO
+            s.disconnectedTotal = disconnectedTotalIO
+            s.protocolErrors = protocolErrorsIO
+            s.floodDisconnects = floodDisconnectsIO
+        }
+    }
+
+    /// Moves everything in the journal to the scratch buffer, then fans it out.
+    private func drainJournal() {
+        var taken = 0
+        var lost = 0
+        var entries = 0
+        journal.withLock { j in
+            while !j.ring.isEmpty {
+                let chunk = j.ring.readable
+                UnsafeMutableRawBufferPointer(rebasing: journalScratch[taken..<(taken + chunk.count)]).copyMemory(from: chunk)
+                taken += chunk.count
+                j.ring.consume(chunk.count)
+            }
+            lost = j.lost - j.lostReported
+            j.lostReported = j.lost
+            entries = j.appended
+        }
+        if lost > 0 {
+            for sub in subscribers where sub.closeReason == nil {
+                sub.dropped += lost
+                sub.pendingDropped += lost
+                droppedTotalIO += lost
+            }
+        }
+        var off = 0
+        let base = UnsafeRawBufferPointer(journalScratch)
+        while off + Self.headerSize <= taken {
+            let total = Int(base.loadUnaligned(fromByteOffset: off, as: UInt32.self))
+            deliver(entryAt: off, total: total)
+            off += total
+        }
+        processed = entries
+    }
+
+    /// One journal entry, decoded in place.
+    private struct Entry {
+        var kind: RecordKind
+        var count: Int
+        var seq: UInt64
+        var captureNs: UInt64
+        var open: Int
+        var close: Int
+        var entries: UnsafeRawBufferPointer
+        var json: UnsafeRawBufferPointer
+
+        func classID(_ i: Int) -> Int32 { entries.loadUnaligned(fromByteOffset: i * 16, as: Int32.self) }
+        func score(_ i: Int) -> Float { entries.loadUnaligned(fromByteOffset: i * 16 + 4, as: Float.self) }
+        func span(_ i: Int) -> Range<Int> {
+            Int(entries.loadUnaligned(fromByteOffset: i * 16 + 8, as: UInt32.self))..<Int(entries.loadUnaligned(fromByteOffset: i * 16 + 12, as: UInt32.self))
+        }
+    }
+
+    private func deliver(entryAt off: Int, total: Int) {
+        let base = UnsafeRawBufferPointer(journalScratch)
+        let kind = RecordKind(rawValue: base[off + 4]) ?? .other
+        let count = Int(base.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self))
+        let entriesStart = off + Self.headerSize
+        let jsonStart = entriesStart + count * Self.entrySize
+        let e = Entry(kind: kind, count: count,
+                      seq: base.loadUnaligned(fromByteOffset: off + 8, as: UInt64.self),
+                      captureNs: base.loadUnaligned(fromByteOffset: off + 16, as: UInt64.self),
+                      open: Int(base.loadUnaligned(fromByteOffset: off + 24, as: UInt32.self)),
+                      close: Int(base.loadUnaligned(fromByteOffset: off + 28, as: UInt32.self)),
+                      entries: UnsafeRawBufferPointer(rebasing: base[entriesStart..<jsonStart]),
+                      json: UnsafeRawBufferPointer(rebasing: base[jsonStart..<(off + total)]))
+        if kind == .classification && e.json.count <= last.count {
+            UnsafeMutableRawBufferPointer(rebasing: last[0..<e.json.count]).copyMemory(from: e.json)
+            lastCount = e.json.count
+        }
+        for sub in subscribers where sub.closeReason == nil {
+            deliver(e, to: sub)
+        }
+    }
+
+    private func deliver(_ e: Entry, to sub: Subscriber) {
+        let f = sub.filter
+        switch e.kind {
+        case .classification:
+            guard f.classifications else { sub.filtered += 1; return }
+            var picked = e.count
+            var cut = false
+            if f.filtersEntries && e.count > 0 {
+                picked = 0
+                let limit = f.topK ?? Int.max
+                for i in 0..<e.count {
+                    if Double(e.score(i)) < f.minScore { continue }
+                    if !f.classes.isEmpty && !Self.contains(f.classes, Int(e.classID(i))) { continue }
+                    selected[picked] = Int32(i)
+                    picked += 1
+                    if picked == limit { break }
+                }
+                if picked == 0 { sub.filtered += 1; return }
+                cut = picked != e.count
+            }
+            sub.matched += 1
+            if f.everyN > 1 && (sub.matched - 1) % f.everyN != 0 { sub.filtered += 1; return }
+            if let hz = f.maxRateHz {
+                let interval = UInt64(1e9 / hz)
+                let t = e.captureNs
+                // A frame up to 5 % of the interval early still counts as on time (frame clocks
+                // jitter); the average rate stays at most max_rate_hz because `next` advances by
+                // whole intervals.
+                if sub.rated && t &+ interval / 20 < sub.nextAllowedNs { sub.filtered += 1; return }
+                // Keep the average rate even when frames do not land exactly on the interval.
+                let onSchedule = sub.rated && (t < sub.nextAllowedNs || t - sub.nextAllowedNs < interval)
+                sub.nextAllowedNs = onSchedule ? sub.nextAllowedNs + interval : t + interval
+                sub.rated = true
+            }
+            if cut {
+                var length = e.open + (e.json.count - e.close) + (picked - 1)
+                for j in 0..<picked { length += e.span(Int(selected[j])).count }
+                guard makeRoom(sub, for: length) else { return }
+                _ = sub.ring.append(UnsafeRawBufferPointer(rebasing: e.json[0..<e.open]))
+                for j in 0..<picked {
+                    if j > 0 { _ = StaticString(",").withUTF8Buffer { sub.ring.append(UnsafeRawBufferPointer($0)) } }
+                    let s = e.span(Int(selected[j]))
+                    _ = sub.ring.append(UnsafeRawBufferPointer(rebasing: e.json[s]))
+                }
+                _ = sub.ring.append(UnsafeRawBufferPointer(rebasing: e.json[e.close...]))
+                sub.delivered += 1
+                return
+            }
+        case .change, .camera:
+            guard f.events.contains(e.kind) else { sub.filtered += 1; return }
+        default:
+            break
+        }
+        guard makeRoom(sub, for: e.json.count) else { return }
+        _ = sub.ring.append(e.json)
+        sub.delivered += 1
+    }
+
+    static func contains(_ sorted: [Int], _ x: Int) -> Bool {
+        var lo = 0, hi = sorted.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if sorted[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < sorted.count && sorted[lo] == x
+    }
+
+    /// Tells the subscriber about earlier losses first (when both fit), then reports whether
+    /// `length` more bytes fit; if not, the record counts as dropped for this subscriber.
+    private func makeRoom(_ sub: Subscriber, for length: Int) -> Bool {
+        if sub.pendingDropped > 0 {
+            notice.reset()
+            notice.ascii("{\"type\":\"dropped\",\"count\":")
+            notice.uint(UInt64(sub.pendingDropped))
+            notice.ascii(",\"total\":")
+            notice.uint(UInt64(sub.dropped))
+            notice.ascii("}\n")
+            if sub.ring.free >= notice.count + length {
+                _ = sub.ring.append(notice.bytes)
+                sub.pendingDropped = 0
+            }
+        }
+        if sub.pendingDropped == 0 && sub.ring.free >= length { return true }
+        sub.dropped += 1
+        sub.pendingDropped += 1
+        droppedTotalIO += 1
+        return false
+    }
+
+    /// A reply to a request (ack, status, last, error); lost like a record if the buffer is full.
+    private func reply(_ sub: Subscriber, _ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { raw in
+            if makeRoom(sub, for: raw.count) { _ = sub.ring.append(raw) }
         }
     }
 
@@ -269,70 +593,149 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             var sndbuf = options.kernelSendBufferBytes
             _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, socklen_t(MemoryLayout<Int32>.size))
-            var full = false
-            var id = 0
-            state.withLock { s in
-                if s.subscribers.count >= options.maxSubscribers {
-                    full = true
-                    return
-                }
-                id = s.nextID
-                s.nextID += 1
-                s.subscribers.append(Subscriber(id: id, fd: fd, capacity: options.subscriberBufferBytes))
-            }
-            if full {
-                let msg = "{\"type\":\"error\",\"error\":\"too many subscribers (max \(options.maxSubscribers))\"}\n"
-                _ = msg.withCString { write(fd, $0, strlen($0)) }
+            if subscribers.count >= options.maxSubscribers {
+                let msg = ProtocolError(.tooManySubscribers, "too many subscribers (max \(options.maxSubscribers)); raise publish.max_subscribers",
+                                        disconnect: true).encode()
+                _ = msg.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 close(fd)
                 logger.warning("subscriber refused: limit reached", metadata: ["socket.max_subscribers": "\(options.maxSubscribers)"])
                 continue
             }
+            let id = nextID
+            nextID += 1
+            let sub = Subscriber(id: id, fd: fd, capacity: options.subscriberBufferBytes, maxRequest: options.maxRequestBytes,
+                                 tokens: Double(options.maxRequestsPerSecond))
+            let hello = currentContext.hello.encode()
+            hello.withUnsafeBytes { _ = sub.ring.append($0) }
+            subscribers.append(sub)
             logger.info("subscriber connected", metadata: ["subscriber.id": "\(id)"])
         }
     }
 
-    private func serviceSubscriber(id: Int, revents: Int16, scratch: UnsafeMutableRawBufferPointer) {
-        var disconnectReason: String?
-        var fd: Int32 = -1
-        state.withLock { s in
-            guard let sub = s.subscribers.first(where: { $0.id == id }) else { return }
-            fd = sub.fd
-            if revents & Int16(POLLIN) != 0 {
-                // Requests are not interpreted yet: read and discard, enforcing the line limit.
-                while true {
-                    let n = read(sub.fd, scratch.baseAddress, scratch.count)
-                    if n > 0 {
-                        let bytes = UnsafeRawBufferPointer(rebasing: scratch[0..<n])
-                        for b in bytes {
-                            if b == 0x0A { sub.inputPending = 0 } else { sub.inputPending += 1 }
-                        }
-                        if sub.inputPending > options.maxRequestBytes {
-                            disconnectReason = "request line longer than \(options.maxRequestBytes) bytes"
-                            break
-                        }
-                        continue
-                    }
-                    if n == 0 { disconnectReason = "closed by peer"; break }
-                    if errno == EINTR { continue }
-                    if errno != EAGAIN { disconnectReason = "read: \(String(cString: strerror(errno)))" }
-                    break
+    private func service(_ sub: Subscriber, revents: Int16, scratch: UnsafeMutableRawBufferPointer) {
+        guard sub.closeReason == nil else { return }
+        if revents & Int16(POLLIN) != 0 {
+            var budget = 64 * 1024  // per wake-up, so one chatty client cannot starve the others
+            while budget > 0 && sub.closeReason == nil {
+                let n = read(sub.fd, scratch.baseAddress, scratch.count)
+                if n > 0 {
+                    budget -= n
+                    consumeInput(sub, UnsafeRawBufferPointer(rebasing: scratch[0..<n]))
+                    continue
                 }
-            }
-            if disconnectReason == nil && revents & Int16(POLLOUT) != 0 {
-                if let why = drain(sub) { disconnectReason = why }
-            }
-            if disconnectReason == nil && revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 && revents & Int16(POLLIN) == 0 {
-                disconnectReason = "connection error"
-            }
-            if disconnectReason != nil {
-                s.subscribers.removeAll { $0.id == id }
-                s.disconnectedTotal += 1
+                if n == 0 { sub.closeReason = "closed by peer"; break }
+                if errno == EINTR { continue }
+                if errno != EAGAIN { sub.closeReason = "read: \(String(cString: strerror(errno)))" }
+                break
             }
         }
-        if let disconnectReason {
-            close(fd)
-            logger.info("subscriber disconnected", metadata: ["subscriber.id": "\(id)", "reason": "\(disconnectReason)"])
+        if sub.closeReason == nil && revents & Int16(POLLOUT) != 0 {
+            if let why = drain(sub) { sub.closeReason = why }
         }
+        if sub.closeReason == nil && revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 && revents & Int16(POLLIN) == 0 {
+            sub.closeReason = "connection error"
+        }
+    }
+
+    /// Splits input into request lines and handles each.
+    private func consumeInput(_ sub: Subscriber, _ bytes: UnsafeRawBufferPointer) {
+        for b in bytes {
+            if sub.closeReason != nil { return }
+            if b == 0x0A {
+                var len = sub.inputCount
+                if len > 0 && sub.input[len - 1] == 0x0D { len -= 1 }
+                sub.inputCount = 0
+                handleRequest(sub, UnsafeRawBufferPointer(rebasing: sub.input[0..<len]))
+                continue
+            }
+            if sub.inputCount >= options.maxRequestBytes {
+                protocolErrorsIO += 1
+                disconnect(sub, ProtocolError(.requestTooLong, "request line longer than \(options.maxRequestBytes) bytes (publish.max_request_bytes); disconnecting",
+                                              disconnect: true), reason: "request line too long")
+                return
+            }
+            sub.input[sub.inputCount] = b
+            sub.inputCount += 1
+        }
+    }
+
+    private func handleRequest(_ sub: Subscriber, _ line: UnsafeRawBufferPointer) {
+        sub.requests += 1
+        // Flood control: a token bucket of max_requests_per_second, refilled continuously.
+        let now = Clock.monotonicNs()
+        let rate = Double(options.maxRequestsPerSecond)
+        sub.tokens = min(rate, sub.tokens + Double(now - sub.lastRefillNs) / 1e9 * rate)
+        sub.lastRefillNs = now
+        if sub.tokens < 1 {
+            floodDisconnectsIO += 1
+            protocolErrorsIO += 1
+            disconnect(sub, ProtocolError(.flood, "more than \(options.maxRequestsPerSecond) requests per second (publish.max_requests_per_second); disconnecting",
+                                          disconnect: true), reason: "request flood")
+            return
+        }
+        sub.tokens -= 1
+        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { return }  // blank lines are keep-alives
+        let context = currentContext
+        let request: ProtocolRequest
+        do {
+            request = try ProtocolRequest.parse(line, vocabulary: context.vocabulary, maxTopK: context.maxTopK)
+        } catch {
+            protocolErrorsIO += 1
+            reply(sub, error.encode())
+            return
+        }
+        switch request {
+        case .subscribe(let filter):
+            sub.filter = filter
+            sub.matched = 0
+            sub.rated = false
+            reply(sub, filter.encodeAck())
+            logger.debug("subscriber filter set", metadata: ["subscriber.id": "\(sub.id)"])
+        case .status:
+            if let status = context.status {
+                reply(sub, status())
+            } else {
+                reply(sub, ProtocolError(.unavailable, "this publisher has no status source", request: "status").encode())
+            }
+        case .last:
+            guard lastCount > 0 else {
+                reply(sub, ProtocolError(.noResultYet, "no classification has been published yet; try again shortly", request: "last").encode())
+                return
+            }
+            let prefix = Array("{\"type\":\"classification\",".utf8)
+            let stored = UnsafeRawBufferPointer(rebasing: last[0..<lastCount])
+            var out: [UInt8] = []
+            out.reserveCapacity(lastCount + 16)
+            if stored.starts(with: prefix) {
+                out += prefix
+                out += Array("\"reply\":\"last\",".utf8)
+                out += stored[prefix.count...]
+            } else {
+                out += stored
+            }
+            reply(sub, out)
+        }
+    }
+
+    /// Sends `error` after what is buffered (best effort) and closes the connection.
+    private func disconnect(_ sub: Subscriber, _ error: ProtocolError, reason: String) {
+        _ = drain(sub)
+        let bytes = error.encode()
+        bytes.withUnsafeBytes { raw in
+            if sub.ring.free < raw.count { sub.ring.consume(sub.ring.count) }
+            _ = sub.ring.append(raw)
+        }
+        _ = drain(sub)
+        // Read what the client already sent, so closing does not reset the connection before it
+        // can read the error (a socket closed with unread input resets its peer).
+        var discard: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        for _ in 0..<256 {
+            let n = withUnsafeMutableBytes(of: &discard) { read(sub.fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+        }
+        shutdown(sub.fd, Int32(SHUT_WR))
+        sub.closeReason = reason
+        logger.notice("subscriber disconnected by protocol rule", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(reason)"])
     }
 
     /// Writes as much of `sub`'s buffer as the socket takes. Returns a reason to disconnect, or nil.
@@ -349,19 +752,20 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     }
 
     private func flushWritable() {
-        var gone: [(Int, Int32, String)] = []
-        state.withLock { s in
-            for sub in s.subscribers where !sub.ring.isEmpty {
-                if let why = drain(sub) { gone.append((sub.id, sub.fd, why)) }
-            }
-            if !gone.isEmpty {
-                s.subscribers.removeAll { sub in gone.contains { $0.0 == sub.id } }
-                s.disconnectedTotal += gone.count
-            }
+        for sub in subscribers where sub.closeReason == nil && !sub.ring.isEmpty {
+            if let why = drain(sub) { sub.closeReason = why }
         }
-        for (id, fd, why) in gone {
-            close(fd)
-            logger.info("subscriber disconnected", metadata: ["subscriber.id": "\(id)", "reason": "\(why)"])
+    }
+
+    private func reapClosed() {
+        guard subscribers.contains(where: { $0.closeReason != nil }) else { return }
+        for sub in subscribers {
+            guard let why = sub.closeReason else { continue }
+            close(sub.fd)
+            disconnectedTotalIO += 1
+            logger.info("subscriber disconnected", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(why)",
+                                                              "subscriber.delivered": "\(sub.delivered)", "subscriber.dropped": "\(sub.dropped)"])
         }
+        subscribers.removeAll { $0.closeReason != nil }
     }
 }

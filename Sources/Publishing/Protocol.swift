@@ -1,0 +1,268 @@
+/// Protocol v1 of camclassd's socket (docs/protocol.md): newline-delimited JSON both ways.
+public enum CamclassProtocol {
+    public static let version = 1
+    /// The daemon's version, reported in `hello` and `status`.
+    public static let daemonVersion = "0.1.0"
+    public static let requests = ["subscribe", "status", "last"]
+}
+
+/// What the server says first on every connection.
+public struct ProtocolHello: Sendable, Equatable {
+    public var modelID = ""
+    /// SHA-256 (hex) of the model file: from the sidecar's `sha256`, or computed once at start.
+    public var modelSHA256 = ""
+    public var modelFile = ""
+    public var engine = ""
+    public var source = ""
+    public var labels = 0
+    public var topK = 0
+    /// The stable-label stage is on; `stableGroups` coarse groups are configured.
+    public var stable = false
+    public var stableGroups = 0
+
+    public init() {}
+
+    public func encode() -> [UInt8] {
+        var w = ByteWriter(capacity: 4096 + modelID.utf8.count + modelFile.utf8.count + source.utf8.count + engine.utf8.count)
+        w.ascii("{\"type\":\"hello\",\"protocol\":")
+        w.uint(UInt64(CamclassProtocol.version))
+        w.ascii(",\"daemon\":\"camclassd\",\"version\":")
+        w.jsonString(CamclassProtocol.daemonVersion)
+        w.ascii(",\"model\":{\"id\":")
+        w.jsonString(modelID)
+        w.ascii(",\"sha256\":")
+        if modelSHA256.isEmpty { w.ascii("null") } else { w.jsonString(modelSHA256) }
+        w.ascii(",\"file\":")
+        w.jsonString(modelFile)
+        w.ascii("},\"engine\":")
+        w.jsonString(engine)
+        w.ascii(",\"source\":")
+        w.jsonString(source)
+        w.ascii(",\"labels\":")
+        w.uint(UInt64(labels))
+        w.ascii(",\"top_k\":")
+        w.uint(UInt64(topK))
+        w.ascii(",\"stable\":")
+        w.ascii(stable ? "true" : "false")
+        w.ascii(",\"stable_groups\":")
+        w.uint(UInt64(stableGroups))
+        w.ascii(",\"requests\":[\"subscribe\",\"status\",\"last\"]}\n")
+        return Array(w.bytes)
+    }
+}
+
+/// An error line sent to a client: `{"type":"error","code":…,"error":…}`.
+public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case malformedJSON = "malformed_json"
+        case badRequest = "bad_request"
+        case unknownRequest = "unknown_request"
+        case unknownKey = "unknown_key"
+        case badValue = "bad_value"
+        case noResultYet = "no_result_yet"
+        case requestTooLong = "request_too_long"
+        case flood = "flood"
+        case tooManySubscribers = "too_many_subscribers"
+        case unavailable = "unavailable"
+    }
+
+    public var code: Code
+    public var message: String
+    /// The request the error is about, when known.
+    public var request: String?
+    /// The server closes the connection after this error.
+    public var disconnect = false
+
+    public init(_ code: Code, _ message: String, request: String? = nil, disconnect: Bool = false) {
+        self.code = code
+        self.message = message
+        self.request = request
+        self.disconnect = disconnect
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+
+    public func encode() -> [UInt8] {
+        var w = ByteWriter(capacity: 512 + message.utf8.count * 6)
+        w.ascii("{\"type\":\"error\",\"code\":")
+        w.jsonString(code.rawValue)
+        w.ascii(",\"error\":")
+        w.jsonString(message)
+        if let request {
+            w.ascii(",\"request\":")
+            w.jsonString(request)
+        }
+        if disconnect { w.ascii(",\"disconnect\":true") }
+        w.ascii("}\n")
+        return Array(w.bytes)
+    }
+}
+
+/// A client's request line, parsed and validated.
+public enum ProtocolRequest: Equatable, Sendable {
+    case subscribe(SubscriptionFilter)
+    case status
+    case last
+
+    /// Parses one line (without its newline).
+    /// - Throws: `ProtocolError` saying what is wrong and what is expected.
+    public static func parse(_ line: UnsafeRawBufferPointer, vocabulary: RecordVocabulary?,
+                             maxTopK: Int) throws(ProtocolError) -> ProtocolRequest {
+        let value: JSONValue
+        do { value = try JSONParser.parse(line) } catch {
+            throw ProtocolError(.malformedJSON, "request is not valid JSON: \(error); send one JSON object per line, e.g. {\"status\":{}}")
+        }
+        guard case .object(let top) = value else {
+            throw ProtocolError(.badRequest, "a request is a JSON object with one key (subscribe, status or last), got \(value.kindName)")
+        }
+        guard top.count == 1, let (name, body) = top.first else {
+            throw ProtocolError(.badRequest, "a request has exactly one key (subscribe, status or last), got \(top.count): \(top.keys.sorted().joined(separator: ", "))")
+        }
+        let fields: [String: JSONValue]
+        switch body {
+        case .object(let o): fields = o
+        case .null: fields = [:]
+        default:
+            throw ProtocolError(.badRequest, "the value of '\(name)' must be an object (e.g. {\"\(name)\":{}}), got \(body.kindName)", request: name)
+        }
+        switch name {
+        case "subscribe":
+            return .subscribe(try SubscriptionFilter(fields: fields, vocabulary: vocabulary, maxTopK: maxTopK))
+        case "status":
+            if let k = fields.keys.sorted().first { throw ProtocolError(.unknownKey, "status takes no options, got '\(k)'", request: name) }
+            return .status
+        case "last":
+            if let k = fields.keys.sorted().first { throw ProtocolError(.unknownKey, "last takes no options, got '\(k)'", request: name) }
+            return .last
+        default:
+            throw ProtocolError(.unknownRequest, "unknown request '\(name)' (known: subscribe, status, last)", request: nil)
+        }
+    }
+}
+
+/// A subscriber's choice of records. The default (no `subscribe` sent) is everything: every
+/// classification with all its `top` entries, and every event.
+/// Thread context: value type, evaluated on the socket's I/O thread.
+public struct SubscriptionFilter: Equatable, Sendable {
+    /// `top` entries scoring below this are removed; a classification with none left is not sent.
+    public var minScore: Double = 0
+    /// Only these classes (from `classes` and `labels`); empty = all.
+    public var classes: [Int] = []
+    /// At most this many `top` entries (nil = as many as the daemon computes, `model.top_k`).
+    public var topK: Int?
+    /// Every n-th classification that passes the score/class filters.
+    public var everyN = 1
+    /// At most this many classifications per second (nil = no limit), on capture time.
+    public var maxRateHz: Double?
+    /// Event records wanted besides classifications.
+    public var events: Set<RecordKind> = [.change, .camera]
+    /// Whether classification records are sent at all (false: events only).
+    public var classifications = true
+
+    public init() {}
+
+    public static let knownKeys = ["classes", "classifications", "events", "every_n", "labels", "max_rate_hz", "min_score", "top_k"]
+    public static let eventNames = ["change", "camera"]
+
+    /// Validates a `subscribe` body. Labels are resolved to class ids (a label or a coarse group name).
+    public init(fields: [String: JSONValue], vocabulary: RecordVocabulary?, maxTopK: Int) throws(ProtocolError) {
+        func bad(_ key: String, _ why: String) -> ProtocolError {
+            ProtocolError(.badValue, "subscribe.\(key): \(why)", request: "subscribe")
+        }
+        for key in fields.keys.sorted() where !Self.knownKeys.contains(key) {
+            throw ProtocolError(.unknownKey, "subscribe: unknown key '\(key)' (known: \(Self.knownKeys.joined(separator: ", ")))",
+                                request: "subscribe")
+        }
+        func integer(_ key: String, _ v: JSONValue) throws(ProtocolError) -> Int {
+            guard case .number(let d) = v, d == d.rounded(), abs(d) < 1e15 else { throw bad(key, "expected an integer, got \(v.kindName == "a number" ? "a fraction" : v.kindName)") }
+            return Int(d)
+        }
+        let labelCount = vocabulary?.labels.count ?? Int.max
+        var classSet = Set<Int>()
+        for (key, v) in fields {
+            switch key {
+            case "min_score":
+                guard case .number(let d) = v, d >= 0, d <= 1 else { throw bad(key, "expected a number from 0 to 1") }
+                minScore = d
+            case "classes":
+                guard case .array(let items) = v else { throw bad(key, "expected an array of class ids, e.g. [281, 285]") }
+                for item in items {
+                    let c = try integer(key, item)
+                    guard c >= 0 && c < labelCount else { throw bad(key, "class id \(c) is out of range (0…\(labelCount - 1))") }
+                    classSet.insert(c)
+                }
+            case "labels":
+                guard case .array(let items) = v else { throw bad(key, "expected an array of label names, e.g. [\"espresso\"]") }
+                for item in items {
+                    guard case .string(let name) = item else { throw bad(key, "expected label names (strings), got \(item.kindName)") }
+                    guard let vocabulary else { throw bad(key, "this daemon has no label names; use classes") }
+                    let ids = vocabulary.classes(named: name)
+                    guard !ids.isEmpty else {
+                        throw bad(key, "no class or coarse group is named '\(name)' (names are the model's labels, case-insensitive)")
+                    }
+                    classSet.formUnion(ids)
+                }
+            case "top_k":
+                let k = try integer(key, v)
+                guard k >= 1 else { throw bad(key, "expected at least 1") }
+                topK = min(k, max(1, maxTopK))
+            case "every_n":
+                let n = try integer(key, v)
+                guard n >= 1 else { throw bad(key, "expected at least 1") }
+                everyN = n
+            case "max_rate_hz":
+                guard case .number(let d) = v, d > 0, d <= 1_000_000 else { throw bad(key, "expected a positive number of records per second") }
+                maxRateHz = d
+            case "events":
+                guard case .array(let items) = v else { throw bad(key, "expected an array of event types (change, camera)") }
+                var set = Set<RecordKind>()
+                for item in items {
+                    guard case .string(let name) = item else { throw bad(key, "expected event type names, got \(item.kindName)") }
+                    switch name {
+                    case "change": set.insert(.change)
+                    case "camera": set.insert(.camera)
+                    default: throw bad(key, "unknown event type '\(name)' (known: \(Self.eventNames.joined(separator: ", ")))")
+                    }
+                }
+                events = set
+            case "classifications":
+                guard case .bool(let b) = v else { throw bad(key, "expected true or false") }
+                classifications = b
+            default: break
+            }
+        }
+        classes = classSet.sorted()
+    }
+
+    /// True when classifications need their `top` entries examined (score, class or count filters).
+    public var filtersEntries: Bool { minScore > 0 || !classes.isEmpty || topK != nil }
+
+    /// `{"type":"subscribed","filter":{…}}\n`: the filter as the server understood it.
+    public func encodeAck() -> [UInt8] {
+        var w = ByteWriter(capacity: 1024 + classes.count * 8)
+        w.ascii("{\"type\":\"subscribed\",\"filter\":{\"min_score\":")
+        w.fixed(minScore, decimals: 4)
+        w.ascii(",\"classes\":[")
+        for (i, c) in classes.enumerated() {
+            if i > 0 { w.byte(UInt8(ascii: ",")) }
+            w.uint(UInt64(c))
+        }
+        w.ascii("],\"top_k\":")
+        if let topK { w.uint(UInt64(topK)) } else { w.ascii("null") }
+        w.ascii(",\"every_n\":")
+        w.uint(UInt64(everyN))
+        w.ascii(",\"max_rate_hz\":")
+        if let maxRateHz { w.fixed(maxRateHz, decimals: 3) } else { w.ascii("null") }
+        w.ascii(",\"events\":[")
+        var first = true
+        for e in [RecordKind.change, .camera] where events.contains(e) {
+            if !first { w.byte(UInt8(ascii: ",")) }
+            first = false
+            w.jsonString(e.name)
+        }
+        w.ascii("],\"classifications\":")
+        w.ascii(classifications ? "true" : "false")
+        w.ascii("}}\n")
+        return Array(w.bytes)
+    }
+}
