@@ -16,6 +16,12 @@ public struct PipelineOptions: Sendable {
     public var frameLimit: Int?
     /// Consecutive inference failures after which the engine counts as unhealthy and the pipeline stops.
     public var maxConsecutiveFailures = 50
+    /// Stable labels (smoothing, hysteresis, dwell) on the result thread; nil = off.
+    public var stable: StableLabelOptions?
+    /// Names for records and the stable-label space (coarse groups); nil = the model's labels.
+    public var vocabulary: RecordVocabulary?
+    /// Seconds of per-stage latencies `status` summarises.
+    public var latencyWindowSeconds = 10.0
     public init() {}
 }
 
@@ -60,6 +66,16 @@ public final class ClassificationPipeline: @unchecked Sendable {
     private let encoder: RecordEncoder
     private let logger: Logger
     private let onResult: (@Sendable (ClassificationResult) -> Void)?
+    /// Names used in records (class labels, stable labels).
+    public let vocabulary: RecordVocabulary
+    /// Per-stage latencies of the last `latencyWindowSeconds`, for `status`.
+    public let latency: LatencyWindow
+    private let stable: StableLabel?
+    private let stableCurrent = Atomic<Int32>(-1)
+    private let stateRaw = Atomic<UInt8>(SourceState.starting.rawValue)
+    private let frameWidth = Atomic<Int>(0)
+    private let frameHeight = Atomic<Int>(0)
+    private let sourceEnded = Atomic<Bool>(false)
 
     // Result ring: ticket t lives in results[t % count]; `ready` marks completed tickets.
     private let results: [ClassificationResult]
@@ -97,10 +113,27 @@ public final class ClassificationPipeline: @unchecked Sendable {
         pool = FramePool(count: options.queueCapacity + workers + 2, width: size.width, height: size.height)
         queue = FrameQueue(capacity: options.queueCapacity, pool: pool, policy: source.isLive ? .dropOldest : .block)
         let ringSize = max(2, workers * 2)
-        results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.topK)) }
+        // The stable-label stage needs every class's probability; otherwise only the top-k is kept.
+        let allClasses = options.stable == nil ? 0 : engine.info.classes
+        results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.topK), classes: allClasses) }
         ready = Array(repeating: false, count: ringSize)
-        encoder = RecordEncoder(source: source.name, model: modelName, jsonEscapedLabels: labels.jsonEscaped,
-                                fileNames: source.fileNames)
+        let vocabulary = options.vocabulary ?? RecordVocabulary(labels: labels.names)
+        self.vocabulary = vocabulary
+        encoder = RecordEncoder(source: source.name, model: modelName, vocabulary: vocabulary,
+                                fileNames: source.fileNames, maxTopK: max(1, options.topK))
+        stable = options.stable.map { StableLabel(vocabulary: vocabulary, options: $0) }
+        latency = LatencyWindow(seconds: options.latencyWindowSeconds)
+    }
+
+    /// What the source is doing, as far as the pipeline can tell (frames flowing, ended, failed…).
+    public var sourceState: SourceState { SourceState(rawValue: stateRaw.load(ordering: .relaxed)) ?? .starting }
+    /// Size of the frames last classified (the negotiated format's size); 0 before the first.
+    public var frameSize: (width: Int, height: Int) { (frameWidth.load(ordering: .relaxed), frameHeight.load(ordering: .relaxed)) }
+    /// The current stable label's name (nil when the stage is off).
+    public var stableLabelName: String? {
+        guard stable != nil else { return nil }
+        let i = Int(stableCurrent.load(ordering: .relaxed))
+        return i >= 0 && i < vocabulary.stableNames.count ? vocabulary.stableNames[i] : "unknown"
     }
 
     public var counters: PipelineCounters {
@@ -160,7 +193,10 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 continue
             }
             do {
-                guard try source.nextFrame(into: &frame) else { break }
+                guard try source.nextFrame(into: &frame) else {
+                    if !stopRequested.load(ordering: .relaxed) { sourceEnded.store(true, ordering: .relaxed) }
+                    break
+                }
             } catch {
                 failure.withLock { $0 = .source("\(error)") }
                 logger.error("frame source failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
@@ -218,6 +254,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
             r.seq = info.seq
             r.captureNs = info.captureNs
             r.fileIndex = info.fileIndex
+            r.width = Int32(info.width)
+            r.height = Int32(info.height)
             r.preprocessNs = t1 - t0
             r.inferenceNs = t2 - t1
             r.ok = ok
@@ -226,6 +264,9 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 if logits { Postprocess.softmax(scores) }
                 r.topCount = Postprocess.topK(UnsafeBufferPointer(scores), k: options.topK,
                                               classes: r.topClasses, scores: r.topScores)
+                if r.allScores.count > 0 {
+                    UnsafeMutableRawBufferPointer(r.allScores).copyMemory(from: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: scores[0..<min(scores.count, r.allScores.count)])))
+                }
                 stageTimes.add(.postprocess, Clock.monotonicNs() - t3)
             } else {
                 r.topCount = 0
@@ -237,7 +278,10 @@ public final class ClassificationPipeline: @unchecked Sendable {
 
     private func resultLoop() {
         var lostReported = 0
+        var limitHit = false
         defer {
+            let end: SourceState = error != nil ? .failed : (limitHit || sourceEnded.load(ordering: .relaxed)) ? .ended : .stopped
+            stateRaw.store(end.rawValue, ordering: .relaxed)
             resultCond.locked { finished = true }
             resultCond.signal()
         }
@@ -260,12 +304,39 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 let now = Clock.monotonicNs()
                 r.totalNs = now >= r.captureNs ? now - r.captureNs : 0
                 r.realtimeNs = r.captureNs &+ (Clock.realtimeNs() &- now)
+                if let stable {
+                    stable.apply(to: r)
+                    stableCurrent.store(r.stableLabel, ordering: .relaxed)
+                }
+                if frameWidth.load(ordering: .relaxed) != Int(r.width) || frameHeight.load(ordering: .relaxed) != Int(r.height) {
+                    frameWidth.store(Int(r.width), ordering: .relaxed)
+                    frameHeight.store(Int(r.height), ordering: .relaxed)
+                }
+                if stateRaw.load(ordering: .relaxed) != SourceState.streaming.rawValue {
+                    stateRaw.store(SourceState.streaming.rawValue, ordering: .relaxed)
+                }
                 let line = encoder.classification(r)
-                for sink in sinks { sink.publish(line) }
-                stageTimes.add(.publish, Clock.monotonicNs() - now)
+                let record = PublishedRecord(kind: .classification, json: line, result: r, spans: encoder.spans)
+                for sink in sinks { sink.publish(record) }
+                if r.stableChanged {
+                    let change = PublishedRecord(kind: .change, json: encoder.change(r), result: r)
+                    for sink in sinks { sink.publish(change) }
+                }
+                let published = Clock.monotonicNs()
+                stageTimes.add(.publish, published - now)
+                var sample = LatencyWindow.Sample()
+                sample.timeNs = published
+                sample.preprocessNs = r.preprocessNs
+                sample.inferenceNs = r.inferenceNs
+                sample.totalNs = r.totalNs
+                sample.waitNs = r.totalNs &- min(r.totalNs, r.preprocessNs + r.inferenceNs)
+                sample.publishNs = published - now
+                sample.captured = c.captured
+                latency.record(sample)
                 onResult?(r)
-                let n = published.add(1, ordering: .relaxed).newValue
+                let n = self.published.add(1, ordering: .relaxed).newValue
                 if let limit = options.frameLimit, n >= limit {
+                    limitHit = true
                     logger.info("frame limit reached", metadata: ["pipeline.frames": "\(limit)"])
                     stop()
                 }
