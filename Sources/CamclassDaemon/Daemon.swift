@@ -126,22 +126,13 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
                         onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)? = nil,
                         reloadConfig: (@Sendable () throws -> DaemonConfig)? = nil) throws -> Daemon {
     try config.validate()
-    var socketOptions = SocketOptions(path: config.socketPath)
-    socketOptions.mode = mode_t(config.socketMode)
-    socketOptions.subscriberBufferBytes = config.subscriberBufferBytes
-    socketOptions.maxSubscribers = config.maxSubscribers
-    socketOptions.maxRequestBytes = config.maxRequestBytes
-    let socket = UnixSocketPublisher(options: socketOptions, logger: logger)
-
-    var logOptions = RollingLogOptions(path: config.logPath)
-    logOptions.maxBytes = config.logMaxBytes
-    logOptions.keep = config.logKeep
-    logOptions.bufferBytes = config.logBufferBytes
-    let log = RollingLog(options: logOptions, logger: logger)
+    let socket = UnixSocketPublisher(options: config.socketOptions, logger: logger)
+    let log = RollingLog(options: config.rollingLogOptions(vocabulary: nil), logger: logger)
 
     // The source first: a busy or inaccessible camera is reported before a long model compile.
     let source = try makeWiredSource(config: config, logger: logger, eventSinks: [socket, log])
     let parts = try loadEngineParts(config: config, logger: logger)
+    _ = try config.recordVocabulary(labels: parts.labels)  // a bad stable.groups file stops start-up here
 
     let notifier = ProgressNotifier(notifier: .fromEnvironment())
     let handle = SourceHandle(inner: source, stallAfterFrames: config.debugStallAfterFrames)
@@ -150,7 +141,10 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
     let supervisor = PipelineSupervisor(config: config, parts: parts, source: handle, pipeline: pipeline, notifier: notifier,
                                         recordSinks: [socket, log], pipelineSinks: sinks, onResult: onResult,
                                         configProvider: reloadConfig, logger: logger)
-    return Daemon(socket: socket, log: log, supervisor: supervisor, logger: logger)
+    let daemon = Daemon(socket: socket, log: log, supervisor: supervisor, logger: logger)
+    _ = daemon.modelIdentity  // hash the model file now (when its sidecar has no sha256), not at the first hello
+    socket.configure(provider: { [weak daemon] in daemon?.protocolContext() ?? ProtocolContext() })
+    return daemon
 }
 
 /// The model, its labels and the engine for `config` (at start-up, and on a reload that changes them).
@@ -201,6 +195,12 @@ func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSou
     options.topK = config.topK
     options.frameLimit = config.frameLimit
     options.maxConsecutiveFailures = config.maxConsecutiveFailures
+    options.stable = config.stableOptions
+    options.latencyWindowSeconds = config.latencyWindowSeconds
+    do { options.vocabulary = try config.recordVocabulary(labels: parts.labels) } catch {
+        logger.error("stable.groups unusable; stable labels are classes", metadata: ["error": "\(error)"])
+    }
+    for case let log as RollingLog in sinks { log.setVocabulary(options.vocabulary ?? RecordVocabulary(labels: parts.labels.names)) }
     let labels = parts.labels
     let observer = onResult.map { f in { @Sendable (r: ClassificationResult) in f(r, labels) } }
     return ClassificationPipeline(source: source, engine: parts.engine, labels: labels, modelName: parts.model.name,

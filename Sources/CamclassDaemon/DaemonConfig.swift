@@ -37,17 +37,36 @@ public struct DaemonConfig: Sendable, Equatable {
 
     public var queueCapacity = 2
     public var maxConsecutiveFailures = 50
+    /// Seconds of per-stage latencies `status` reports percentiles over.
+    public var latencyWindowSeconds = 10.0
 
     public var socketPath = "/run/camclassd/camclassd.sock"
     public var socketMode: UInt32 = 0o660
     public var subscriberBufferBytes = 256 * 1024
     public var maxSubscribers = 64
     public var maxRequestBytes = 4096
+    public var maxRequestsPerSecond = 20
 
     public var logPath = "/var/log/camclassd/classifications.log"
     public var logMaxBytes = 10 * 1024 * 1024
     public var logKeep = 5
     public var logBufferBytes = 4 * 1024 * 1024
+    public var logRotateDaily = false
+    public var logGzip = false
+    /// never, rotation, interval (every `logFsyncIntervalMs`), always.
+    public var logFsync = "rotation"
+    public var logFsyncIntervalMs = 1000
+    /// json or text.
+    public var logFormat = "json"
+
+    public var stableEnabled = true
+    public var stableSmoothing = 5
+    public var stableEnter = 0.5
+    public var stableLeave = 0.3
+    public var stableMinDwellMs = 500
+    /// Coarse-groups mapping file ("" = stable labels are classes); relative paths are resolved
+    /// against the config file's directory when read from a file.
+    public var stableGroups = ""
 
     public var daemonLogLevel = "info"
 
@@ -130,6 +149,10 @@ extension DaemonConfig {
             throw ConfigError(file: f, key: "camera.formats", value: cameraFormats.joined(separator: ","),
                               reason: "expected a list of NV12, YUYV, MJPEG in order of preference")
         }
+        if stableLeave > stableEnter {
+            throw ConfigError(file: f, key: "stable.leave", value: "\(stableLeave)",
+                              reason: "must not exceed stable.enter (\(stableEnter)): a label is entered at `enter` and held down to `leave`")
+        }
         if frameLimit.map({ $0 <= 0 }) ?? false {
             throw ConfigError(file: f, key: "--frames", value: "\(frameLimit!)", reason: "expected a positive number")
         }
@@ -166,10 +189,14 @@ private struct Parser {
                       "performance_hint": .choice(["throughput", "latency"]), "workers": .nonNegativeInt,
                       "openvino_library": .string, "bpu_library": .string, "bpu_model_name": .string,
                       "bpu_timeout_ms": .positiveInt, "bpu_priority": .nonNegativeInt],
-        "pipeline": ["queue_capacity": .positiveInt, "max_consecutive_failures": .positiveInt],
+        "pipeline": ["queue_capacity": .positiveInt, "max_consecutive_failures": .positiveInt, "latency_window_s": .number],
         "publish": ["socket": .string, "socket_mode": .mode, "subscriber_buffer_bytes": .positiveInt,
-                    "max_subscribers": .positiveInt, "max_request_bytes": .positiveInt],
-        "log": ["path": .string, "max_bytes": .positiveInt, "keep": .nonNegativeInt, "buffer_bytes": .positiveInt],
+                    "max_subscribers": .positiveInt, "max_request_bytes": .positiveInt, "max_requests_per_second": .positiveInt],
+        "log": ["path": .string, "max_bytes": .nonNegativeInt, "keep": .nonNegativeInt, "buffer_bytes": .positiveInt,
+                "rotate_daily": .bool, "gzip": .bool, "fsync": .choice(["never", "rotation", "interval", "always"]),
+                "fsync_interval_ms": .positiveInt, "format": .choice(["json", "text"])],
+        "stable": ["enabled": .bool, "smoothing": .positiveInt, "enter": .number, "leave": .number,
+                   "min_dwell_ms": .nonNegativeInt, "groups": .string],
         "daemon": ["log_level": .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"])],
     ]
 
@@ -256,6 +283,10 @@ private struct Parser {
             c.bpuPriority = p
         case "pipeline.queue_capacity": c.queueCapacity = try int()
         case "pipeline.max_consecutive_failures": c.maxConsecutiveFailures = try int()
+        case "pipeline.latency_window_s":
+            let w = try number()
+            guard w >= 1 && w <= 3600 else { throw fail("expected 1…3600 seconds") }
+            c.latencyWindowSeconds = w
         case "publish.socket": c.socketPath = try str()
         case "publish.socket_mode":
             // YAML reads 0660 as octal 432 or decimal 660 depending on the parser; accept a quoted string.
@@ -269,17 +300,44 @@ private struct Parser {
             guard n >= 4096 else { throw fail("expected at least 4096") }
             c.subscriberBufferBytes = n
         case "publish.max_subscribers": c.maxSubscribers = try int()
-        case "publish.max_request_bytes": c.maxRequestBytes = try int()
+        case "publish.max_request_bytes":
+            let n = try int()
+            guard n >= 256 else { throw fail("expected at least 256 (a subscribe request with filters needs room)") }
+            c.maxRequestBytes = n
+        case "publish.max_requests_per_second": c.maxRequestsPerSecond = try int()
         case "log.path": c.logPath = try str()
         case "log.max_bytes":
             let n = try int()
-            guard n >= 1024 else { throw fail("expected at least 1024") }
+            guard n == 0 || n >= 1024 else { throw fail("expected 0 (no size rotation) or at least 1024") }
             c.logMaxBytes = n
         case "log.keep": c.logKeep = try int()
         case "log.buffer_bytes":
             let n = try int()
             guard n >= 65536 else { throw fail("expected at least 65536") }
             c.logBufferBytes = n
+        case "log.rotate_daily": c.logRotateDaily = try bool()
+        case "log.gzip": c.logGzip = try bool()
+        case "log.fsync": c.logFsync = try choice()
+        case "log.fsync_interval_ms": c.logFsyncIntervalMs = try int()
+        case "log.format": c.logFormat = try choice()
+        case "stable.enabled": c.stableEnabled = try bool()
+        case "stable.smoothing":
+            let n = try int()
+            guard n <= 1000 else { throw fail("expected 1…1000 frames") }
+            c.stableSmoothing = n
+        case "stable.enter", "stable.leave":
+            let v = try number()
+            guard v > 0 && v <= 1 else { throw fail("expected a score above 0 and at most 1") }
+            if key == "enter" { c.stableEnter = v } else { c.stableLeave = v }
+        case "stable.min_dwell_ms": c.stableMinDwellMs = try int()
+        case "stable.groups":
+            let path = try str()
+            // Relative to the config file, so the shipped pair (camclassd.yaml + coarse-groups.yaml) moves together.
+            if path.isEmpty || path.hasPrefix("/") || !file.contains("/") {
+                c.stableGroups = path
+            } else {
+                c.stableGroups = String(file[..<file.lastIndex(of: "/")!]) + "/" + path
+            }
         case "daemon.log_level": c.daemonLogLevel = try choice()
         default: throw fail("unknown key")
         }

@@ -464,6 +464,12 @@ struct ReloadPlan {
         keep("log.max_bytes", \.logMaxBytes)
         keep("log.keep", \.logKeep)
         keep("log.buffer_bytes", \.logBufferBytes)
+        keep("publish.max_requests_per_second", \.maxRequestsPerSecond)
+        keep("log.format", \.logFormat)
+        keep("log.rotate_daily", \.logRotateDaily)
+        keep("log.gzip", \.logGzip)
+        keep("log.fsync", \.logFsync)
+        keep("log.fsync_interval_ms", \.logFsyncIntervalMs)
 
         func differs<T: Equatable>(_ key: String, _ path: KeyPath<DaemonConfig, T>) -> Bool {
             guard e[keyPath: path] != old[keyPath: path] else { return false }
