@@ -8,6 +8,8 @@
 # make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
 # make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
+# make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
+# make deb       a .deb (release build, Swift runtime linked statically) in $(DEB_OUT)
 SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
@@ -27,9 +29,20 @@ TINY_MODEL   := models/tiny_classifier.model.yaml
 SEED_MODELS  ?= models/seeds
 EVAL_DIR     ?= eval
 BENCH_OUT    ?= $(RUNDIR)/bench
+# Installation (make install / make deb). The config goes to $(SYSCONFDIR)/camclassd (not replaced
+# when present), data to $(DATADIR), the unit to $(UNITDIR) with ExecStart at $(BINDIR)/camclassd.
+PREFIX       ?= /usr/local
+DESTDIR      ?=
+SYSCONFDIR   ?= /etc
+BINDIR        = $(PREFIX)/bin
+DATADIR       = $(PREFIX)/share/camclassd
+DOCDIR        = $(PREFIX)/share/doc/camclassd
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+BIN_DIR      ?= .build/release
+DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: deps apt-deps venv models build run test test-unit test-camera standin bench bench-bpu bench-deps eval eval-photos clean check-config
+.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-bpu bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -74,7 +87,7 @@ standin:
 	$(MAKE) -C Tests/StandIns all
 
 # The whole suite. Tests find their inputs through these variables and fail (never skip) without them.
-test: deps models standin
+test: deps models standin test-deps
 	$(MAKE) -C Tests/StandIns check
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclassd
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclass
@@ -84,6 +97,45 @@ test: deps models standin
 	  CAMCLASS_TEST_MALLOC_COUNT=$(CURDIR)/Tests/StandIns/malloc_count.so \
 	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
 	  $(SWIFT) test $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+
+# systemd-analyze (unit verification and security score) and dpkg-deb for the packaging tests.
+test-deps:
+	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="systemd dpkg"
+
+install: $(if $(filter .build/release,$(BIN_DIR)),build)
+	@for b in camclassd camclass; do [ -x $(BIN_DIR)/$$b ] || { echo "install: $(BIN_DIR)/$$b is missing (make build, or BIN_DIR=...)"; exit 1; }; done
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)/camclassd.service.d $(DESTDIR)$(SYSCONFDIR)/camclassd \
+	  $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BIN_DIR)/camclassd $(BIN_DIR)/camclass $(DESTDIR)$(BINDIR)/
+	sed -e 's|/usr/bin/camclassd|$(BINDIR)/camclassd|' -e 's|/etc/camclassd/|$(SYSCONFDIR)/camclassd/|' \
+	  -e 's|/usr/share/doc/camclassd/|$(DOCDIR)/|' systemd/camclassd.service > $(DESTDIR)$(UNITDIR)/camclassd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/camclassd.service
+	install -m 0644 systemd/camclassd.service.d/openvino.conf $(DESTDIR)$(UNITDIR)/camclassd.service.d/
+	@# The shipped config with the model path pointing at the installed default model.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml ]; then \
+	  echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml"; \
+	else \
+	  sed 's|^\(  path: \)models/|\1$(DATADIR)/models/|' config/camclassd.yaml > $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml; \
+	  chmod 0644 $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml; \
+	fi
+	install -m 0644 config/imagenet1k-labels.txt config/imagenet1k-wnids.txt config/models.yaml $(DESTDIR)$(DATADIR)/
+	@for f in config/coarse-groups.yaml; do [ ! -e $$f ] || install -m 0644 $$f $(DESTDIR)$(DATADIR)/; done
+	@# The default model (make models), when prepared: sidecar, network, labels.
+	@if [ -e $(MODEL) ]; then \
+	  for f in $(MODEL) $$(sed -n 's/^\(model\|labels\): *//p' $(MODEL) | sed 's|^|models/|'); do install -m 0644 $$f $(DESTDIR)$(DATADIR)/models/; done; \
+	else echo "install: $(MODEL) not prepared (make models): no default model installed"; fi
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/
+
+# The .deb: release build with the Swift runtime linked in (the board needs no toolchain).
+deb: apt-deps
+	$(SWIFT) build -c release --static-swift-stdlib $(SWIFT_FLAGS)
+	$(MAKE) deb-package BIN_DIR=.build/release
+
+# Packages whatever binaries BIN_DIR holds (the tests package the debug build).
+deb-package:
+	rm -rf $(DEB_OUT)/root
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_OUT))/root PREFIX=/usr UNITDIR=/lib/systemd/system BIN_DIR=$(BIN_DIR)
+	packaging/build-deb.sh $(DEB_OUT)/root $(DEB_OUT)
 
 # Acceptance figures: Lite0's row (raw engine vs daemon, stage split), the 15-model table when
 # $(SEED_MODELS) holds the exports, camclassd vs the Python peer on the same frames, and eval.
