@@ -167,7 +167,13 @@ func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts
     } catch let e as InferenceError {
         if case .libraryMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.unavailable) }
         if case .modelMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.noInput) }
-        throw StartupError(message: "\(e)", exitCode: StartupError.software)
+        var message = "\(e)"
+        if case .call(let name, _, _) = e, name.hasPrefix("ov_core_compile_model"), getenv("INVOCATION_ID") != nil {
+            // Measured: OpenVINO's CPU plugin cannot compile without writable+executable memory.
+            message += " (under systemd: OpenVINO's JIT needs MemoryDenyWriteExecute=no, which the drop-in " +
+                "camclassd.service.d/openvino.conf sets; check `systemctl cat camclassd`)"
+        }
+        throw StartupError(message: message, exitCode: StartupError.software)
     }
     logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
     return EngineParts(model: model, labels: labels, engine: engine)

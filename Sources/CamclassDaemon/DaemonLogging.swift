@@ -82,7 +82,7 @@ public struct DaemonLogHandler: LogHandler {
     }
 
     static func escaped(_ s: String) -> String {
-        s.contains("\n") ? s.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") : s
+        s.contains(where: \.isNewline) ? s.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).joined(separator: "\\n") : s
     }
 
     /// Where stderr goes, from the variables systemd sets. `JOURNAL_STREAM` counts only when it

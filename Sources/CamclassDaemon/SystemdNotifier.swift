@@ -93,7 +93,7 @@ public final class SystemdNotifier: Sendable {
 
     /// `STATUS=` with `text` on one line (a newline would start another assignment), at most 400 bytes.
     public static func status(_ text: String) -> String {
-        var t = text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).joined(separator: " ")
+        var t = text.split(whereSeparator: \.isNewline).joined(separator: " ")
         if t.utf8.count > 400 { t = String(t.prefix(400)) + "…" }
         return "STATUS=" + t
     }

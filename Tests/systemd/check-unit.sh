@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Checks systemd/camclassd.service offline: `systemd-analyze verify` finds nothing to say, and
+# `systemd-analyze security --offline=true` rates the exposure at most MAX_EXPOSURE (2.0, "OK"),
+# for the unit alone (BPU) and with the OpenVINO drop-in.
+#   Tests/systemd/check-unit.sh [CAMCLASSD_BINARY]
+# The binary stands in for /usr/bin/camclassd (verify checks that ExecStart is executable).
+# Fails — never skips — when systemd-analyze is missing (`apt-get install systemd`).
+# Last line: "N passed, M failed".
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+binary=${1:-$repo/.build/debug/camclassd}
+max=${MAX_EXPOSURE:-2.0}
+passed=0 failed=0
+pass() { echo "PASS $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+finish() { echo "$passed passed, $failed failed"; [ "$failed" = 0 ]; exit $?; }
+
+if ! command -v systemd-analyze >/dev/null; then
+    fail "systemd-analyze not found: apt-get install systemd (make test-deps)"
+    finish
+fi
+if [ ! -x "$binary" ]; then
+    fail "camclassd binary '$binary' not found: swift build --product camclassd"
+    finish
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# A root with the unit where the package puts it, ExecStart pointing at the built binary.
+unitdir=$tmp/root/lib/systemd/system
+mkdir -p "$unitdir/camclassd.service.d"
+sed "s|^ExecStart=/usr/bin/camclassd|ExecStart=$binary|" "$repo/systemd/camclassd.service" > "$unitdir/camclassd.service"
+cp "$repo/systemd/camclassd.service.d/openvino.conf" "$unitdir/camclassd.service.d/"
+mkdir -p "$tmp/alone"
+cp "$unitdir/camclassd.service" "$tmp/alone/"
+
+out=$(systemd-analyze verify --man=no "$tmp/alone/camclassd.service" 2>&1); rc=$?
+if [ $rc = 0 ] && [ -z "$out" ]; then pass "systemd-analyze verify (unit)"; else fail "systemd-analyze verify (unit): rc=$rc $out"; fi
+out=$(systemd-analyze verify --man=no "$unitdir/camclassd.service" 2>&1); rc=$?
+if [ $rc = 0 ] && [ -z "$out" ]; then pass "systemd-analyze verify (unit + openvino.conf)"; else fail "systemd-analyze verify (unit + openvino.conf): rc=$rc $out"; fi
+
+score() {  # prints the overall exposure, e.g. 0.6
+    systemd-analyze security --offline=true "$@" 2>&1 | sed -n 's/.*Overall exposure level for camclassd.service: \([0-9.]*\).*/\1/p'
+}
+check_score() {
+    local what=$1; shift
+    local s; s=$(score "$@")
+    if [ -z "$s" ]; then fail "security score ($what): no score in systemd-analyze's output"; return; fi
+    if awk -v s="$s" -v m="$max" 'BEGIN { exit !(s <= m) }'; then
+        pass "security exposure ($what) $s <= $max"
+    else
+        fail "security exposure ($what) $s > $max"
+    fi
+}
+check_score "unit alone, MemoryDenyWriteExecute=yes" "$tmp/alone/camclassd.service"
+check_score "with the OpenVINO drop-in" --root="$tmp/root" camclassd.service
+# The drop-in must actually be what lifts MemoryDenyWriteExecute (and nothing else).
+report=$(systemd-analyze security --offline=true --root="$tmp/root" camclassd.service 2>&1)
+if grep -q "✗ MemoryDenyWriteExecute=" <<<"$report"; then
+    pass "the OpenVINO drop-in allows W+X memory"
+else
+    fail "the OpenVINO drop-in does not take effect"
+fi
+finish
