@@ -98,9 +98,10 @@ test: deps models standin test-deps
 	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
 	  $(SWIFT) test $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 
-# systemd-analyze (unit verification and security score) and dpkg-deb for the packaging tests.
+# systemd-analyze (unit verify, security score, syscall groups), dpkg-deb and python3-seccomp (the
+# unit's system-call filter, emulated) for the systemd and packaging tests.
 test-deps:
-	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="systemd dpkg"
+	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="systemd dpkg python3-seccomp"
 
 install: $(if $(filter .build/release,$(BIN_DIR)),build)
 	@for b in camclassd camclass; do [ -x $(BIN_DIR)/$$b ] || { echo "install: $(BIN_DIR)/$$b is missing (make build, or BIN_DIR=...)"; exit 1; }; done

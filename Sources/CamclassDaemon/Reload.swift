@@ -493,6 +493,13 @@ struct ReloadPlan {
         pipeline = differs("model.resize", \.resize) || pipeline
         pipeline = differs("pipeline.queue_capacity", \.queueCapacity) || pipeline
         pipeline = differs("pipeline.max_consecutive_failures", \.maxConsecutiveFailures) || pipeline
+        pipeline = differs("pipeline.latency_window_s", \.latencyWindowSeconds) || pipeline
+        pipeline = differs("stable.enabled", \.stableEnabled) || pipeline
+        pipeline = differs("stable.smoothing", \.stableSmoothing) || pipeline
+        pipeline = differs("stable.enter", \.stableEnter) || pipeline
+        pipeline = differs("stable.leave", \.stableLeave) || pipeline
+        pipeline = differs("stable.min_dwell_ms", \.stableMinDwellMs) || pipeline
+        pipeline = differs("stable.groups", \.stableGroups) || pipeline
         _ = differs("daemon.log_level", \.daemonLogLevel)
 
         // Everything else (source.*, camera.*, and any setting added later) is applied by
@@ -518,7 +525,8 @@ struct ReloadPlan {
         [
         \.modelPath, \.backend, \.device, \.precision, \.performanceHint, \.workers, \.openVINOLibrary,
         \.bpuLibrary, \.bpuModelName, \.bpuTimeoutMs, \.bpuPriority, \.topK, \.resize, \.queueCapacity,
-        \.maxConsecutiveFailures,
+        \.maxConsecutiveFailures, \.latencyWindowSeconds, \.stableEnabled, \.stableSmoothing, \.stableEnter,
+        \.stableLeave, \.stableMinDwellMs, \.stableGroups,
         ]
     }
 
@@ -526,6 +534,8 @@ struct ReloadPlan {
         switch path {
         case let p as WritableKeyPath<DaemonConfig, String>: c[keyPath: p] = old[keyPath: p]
         case let p as WritableKeyPath<DaemonConfig, Int>: c[keyPath: p] = old[keyPath: p]
+        case let p as WritableKeyPath<DaemonConfig, Double>: c[keyPath: p] = old[keyPath: p]
+        case let p as WritableKeyPath<DaemonConfig, Bool>: c[keyPath: p] = old[keyPath: p]
         default: preconditionFailure("ReloadPlan.copy: add the key path's type")
         }
     }

@@ -147,6 +147,58 @@ import Testing
         }
     }
 
+    /// The unit's SystemCallFilter= (emulated with seccomp exactly as declared, errno EPERM) lets the
+    /// daemon start, notify, reload and stop with OpenVINO. (Measured with strace: OpenVINO pins its
+    /// threads and binds memory — sched_setaffinity, mbind — which is why the unit re-allows those
+    /// two from @resources.)
+    @Test func unitSystemCallFilterLetsTheDaemonRun() async throws {
+        let dir = TestEnv.tempDir("sdseccomp")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let listener = try NotifyListener(abstract: true, dir: dir)
+        defer { listener.stop() }
+        try writeDaemonConfig(dir + "/c.yaml", dir: dir, fps: 30)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: TestEnv.repoRoot + "/Tests/systemd/unit-syscall-filter.py")
+        p.arguments = [TestEnv.repoRoot + "/systemd/camclassd.service", try DaemonProcess.binary(), "--config", dir + "/c.yaml"]
+        var env = ProcessInfo.processInfo.environment
+        for key in ["WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "INVOCATION_ID"] { env[key] = nil }
+        env["NOTIFY_SOCKET"] = listener.name
+        env["CAMCLASSD_OPENVINO_LIB"] = try TestEnv.openVINO()
+        p.environment = env
+        let errPath = dir + "/stderr.txt"
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        p.standardError = FileHandle(forWritingAtPath: errPath)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        func stderr() -> String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+        #expect(await eventually(60) { listener.messages.contains { $0.fields["READY"] == "1" } }, "no READY=1; stderr:\n\(stderr())")
+        try writeDaemonConfig(dir + "/c.yaml", dir: dir, fps: 30, topK: 3)
+        kill(p.processIdentifier, SIGHUP)
+        #expect(await eventually(20) { stderr().contains("configuration reloaded") }, "stderr:\n\(stderr())")
+        kill(p.processIdentifier, SIGTERM)
+        #expect(await eventually(15) { !p.isRunning })
+        #expect(!p.isRunning && p.terminationStatus == 0, "stderr:\n\(stderr())")
+        #expect(stderr().contains("system calls allowed"), "the filter was applied: \(stderr())")
+    }
+
+    /// An engine that fails every inference at run time (the stand-in libdnn.so, told to) stops the
+    /// daemon after `max_consecutive_failures` with 69, so `Restart=on-failure` restarts it.
+    @Test func engineFailingAtRunTimeExitsUnavailable() async throws {
+        let dir = TestEnv.tempDir("sdunhealthy")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let standin = try TestEnv.require("CAMCLASS_TEST_STANDIN_DNN", "run the suite with `make test` (it builds Tests/StandIns/libdnn.so)")
+        try writeDaemonConfig(dir + "/c.yaml", dir: dir, fps: 50, extra: """
+            inference: {backend: bpu, bpu_library: \(standin)}
+            pipeline: {max_consecutive_failures: 5}
+            """)
+        let daemon = try DaemonProcess(arguments: ["--config", dir + "/c.yaml", "--model", TestEnv.repoRoot + "/Tests/StandIns/bench_b2.model"],
+                                       environment: ["STANDIN_DNN_FAIL_INFER_EVERY": "1"], dir: dir)
+        let status = await daemon.waitExit(timeout: 60)
+        #expect(status == 69, "exit \(String(describing: status)); stderr:\n\(daemon.stderr)")
+        #expect(daemon.stderr.contains("inference engine unhealthy"), "\(daemon.stderr)")
+    }
+
     /// What the kernel says when OpenVINO compiles under MemoryDenyWriteExecute (measured with the
     /// kernel's own switch, PR_SET_MDWE, the same rule systemd applies): the CPU plugin's JIT needs
     /// W+X memory, so the OpenVINO unit needs the drop-in; without the switch the same run works.
