@@ -91,10 +91,12 @@ test: deps models standin test-deps
 	$(MAKE) -C Tests/StandIns check
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclassd
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclass
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclassd
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) CAMCLASS_TEST_MODEL=$(CURDIR)/$(MODEL) CAMCLASS_TEST_SAMPLES=$(CURDIR)/samples \
 	  CAMCLASS_TEST_STANDIN_DNN=$(CURDIR)/Tests/StandIns/libdnn.so CAMCLASS_TEST_VENV=$(CURDIR)/$(VENV) \
 	  CAMCLASS_TEST_TINY_MODEL=$(CURDIR)/$(TINY_MODEL) \
 	  CAMCLASS_TEST_MALLOC_COUNT=$(CURDIR)/Tests/StandIns/malloc_count.so \
+	  CAMCLASS_TEST_CAMCLASSD_RELEASE=$(CURDIR)/.build/release/camclassd \
 	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
 	  $(SWIFT) test $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 

@@ -11,7 +11,9 @@ import Testing
                              "camclass-sock", "camclass-log"]
 
     func run(frames: Int, dir: String) throws -> [String: Int] {
-        let binary = try TestEnv.require("CAMCLASS_TEST_CAMCLASSD", "run the suite with `make test` (it builds camclassd)")
+        // The release build: what runs in production. (A debug build allocates in unspecialised
+        // generic code, e.g. iterating the sinks, which says nothing about the shipped daemon.)
+        let binary = try TestEnv.require("CAMCLASS_TEST_CAMCLASSD_RELEASE", "run the suite with `make test` (it builds the release camclassd)")
         let counter = try TestEnv.require("CAMCLASS_TEST_MALLOC_COUNT", "run the suite with `make test` (it builds Tests/StandIns/malloc_count.so)")
         let out = dir + "/alloc-\(frames).json"
         let p = Process()
@@ -41,8 +43,9 @@ import Testing
         #expect((long["camclass-infer0.lib"] ?? 0) > 0, "the allocation counter saw no inference thread: \(long)")
         for thread in Self.hotThreads {
             let a = short[thread + ".own"] ?? 0, b = long[thread + ".own"] ?? 0
-            // 300 more frames: any per-frame allocation would add ≥ 300 / workers.
-            #expect(b - a <= 3, "\(thread): own allocations grew from \(a) to \(b) for 300 more frames")
+            // 300 more frames: any per-frame allocation would add ≥ 150 (300 / 2 workers); a few
+            // allow for periodic work (status lines every few seconds).
+            #expect(b - a <= 5, "\(thread): own allocations grew from \(a) to \(b) for 300 more frames")
         }
         // For the record: what libraries (libyuv's scalers, OpenVINO's infer) allocate per frame.
         let libGrowth = Self.hotThreads.reduce(0) { $0 + (long[$1 + ".lib"] ?? 0) - (short[$1 + ".lib"] ?? 0) }
