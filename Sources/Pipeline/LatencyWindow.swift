@@ -64,12 +64,14 @@ public final class LatencyWindow: @unchecked Sendable {
                 if s.timeNs + windowNs >= nowNs { window.append(s) }
             }
         }
-        let span = Double(min(windowNs, nowNs - startNs)) / 1e9
+        // The window is shorter while the daemon is younger than it.
+        let alive = nowNs > startNs ? nowNs - startNs : windowNs
+        let span = Double(min(windowNs, alive)) / 1e9
         var fpsOut = 0.0, fpsIn = 0.0
         if let first = window.first, span > 0 {
             fpsOut = Double(window.count) / span
-            let dt = Double(nowNs - first.timeNs) / 1e9
-            if dt > 0 { fpsIn = Double(captured - first.captured) / dt }
+            let dt = Double(nowNs > first.timeNs ? nowNs - first.timeNs : 0) / 1e9
+            if dt > 0 { fpsIn = Double(max(0, captured - first.captured)) / dt }
         }
         func stage(_ name: String, _ key: (Sample) -> UInt64) -> StatusReport.Stage {
             let v = window.map { Double(key($0)) / 1e6 }.sorted()

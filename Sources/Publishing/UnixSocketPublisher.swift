@@ -160,6 +160,17 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         public var filtered: Int = 0
         public var requests: Int = 0
         public var connectedSeconds: Double = 0
+
+        public init(id: Int, delivered: Int, dropped: Int, buffered: Int, filtered: Int = 0, requests: Int = 0,
+                    connectedSeconds: Double = 0) {
+            self.id = id
+            self.delivered = delivered
+            self.dropped = dropped
+            self.buffered = buffered
+            self.filtered = filtered
+            self.requests = requests
+            self.connectedSeconds = connectedSeconds
+        }
     }
 
     public init(options: SocketOptions, logger: Logger) {

@@ -12,7 +12,8 @@ struct Camclass: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "camclass",
         abstract: "Client and tools for camclassd.",
-        subcommands: [Subscribe.self, Bench.self, Models.self, Eval.self, Cameras.self, BenchConvert.self])
+        subcommands: [Subscribe.self, Bench.self, Models.self, Cameras.self, BenchConvert.self, Eval.self,
+                      Status.self, Last.self, Tail.self])
 }
 
 struct Subscribe: ParsableCommand {
@@ -24,12 +25,32 @@ struct Subscribe: ParsableCommand {
     var json = false
     @Option(name: .long, help: "Exit after N classification records.")
     var count: Int?
+    @Option(name: .long, help: "Only top entries scoring at least this (0…1); records with none left are skipped.")
+    var minScore: Double?
+    @Option(name: .long, parsing: .upToNextOption, help: "Only these class ids (space-separated).")
+    var classes: [Int] = []
+    @Option(name: .customLong("label"), help: "Only this label or coarse group (repeatable), e.g. --label espresso --label cat.")
+    var labels: [String] = []
+    @Option(name: .long, help: "At most this many top entries per record.")
+    var topK: Int?
+    @Option(name: .long, help: "Every n-th matching classification.")
+    var everyN: Int?
+    @Option(name: .long, help: "At most this many classifications per second.")
+    var maxRate: Double?
+    @Option(name: .long, help: "Events besides classifications: change,camera (default both), or none.")
+    var events: String?
+    @Flag(name: .long, help: "Events only: no classification records.")
+    var eventsOnly = false
 
     func run() throws {
         let connection: SubscriberConnection
         do { connection = try SubscriberConnection(path: socket) } catch {
             Console.err("camclass: cannot connect to camclassd at \(socket): \(error) (is the daemon running? see --socket)\n")
             throw ExitCode(69)
+        }
+        if let request = CamclassClient.subscribeRequest(minScore: minScore, classes: classes, labels: labels, topK: topK, everyN: everyN,
+                                                         maxRateHz: maxRate, events: events, eventsOnly: eventsOnly) {
+            try connection.send(line: request)
         }
         var seen = 0
         while let line = try connection.readLine() {
@@ -42,6 +63,74 @@ struct Subscribe: ParsableCommand {
                 seen += 1
                 if let count, seen >= count { return }
             }
+        }
+    }
+}
+
+/// `camclass status`: what the daemon is doing, from the `status` request.
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Uptime, source, fps, per-stage latency, drops, subscribers and the log, from a running camclassd.")
+    @Option(name: .long, help: "The daemon's socket.")
+    var socket = "/run/camclassd/camclassd.sock"
+    @Flag(name: .long, help: "Print the status record (one JSON line) instead of the summary.")
+    var json = false
+
+    func run() throws {
+        do { Console.out(try CamclassClient.status(socket: socket, json: json)) } catch {
+            Console.err("camclass: \(error)\n")
+            throw ExitCode(error.exitCode)
+        }
+    }
+}
+
+/// `camclass last`: the latest classification, at once.
+struct Last: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the latest classification the daemon published.")
+    @Option(name: .long, help: "The daemon's socket.")
+    var socket = "/run/camclassd/camclassd.sock"
+    @Flag(name: .long, help: "Print the record (one JSON line) instead of a human-readable line.")
+    var json = false
+
+    func run() throws {
+        do {
+            let line = try CamclassClient.last(socket: socket)
+            Console.out((json ? line : HumanLine.format(jsonLine: line)) + "\n")
+        } catch {
+            Console.err("camclass: \(error)\n")
+            throw ExitCode(error.exitCode)
+        }
+    }
+}
+
+/// `camclass tail`: the rolling log's last lines, then follow it across rotations.
+struct Tail: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the rolling log's last lines, then follow it across rotations (like tail -F).")
+    @Option(name: .long, help: "The log file (default: log.path of --config, else of the system config, else the built-in path).")
+    var log: String?
+    @Option(name: .long, help: "Config file to take log.path from.")
+    var config: String?
+    @Option(name: [.short, .long], help: "Start with this many of the last lines.")
+    var lines = 10
+    @Flag(name: .long, help: "Print the last lines and exit instead of following.")
+    var noFollow = false
+    @Flag(name: .long, help: "Print JSON lines as they are (default: human-readable).")
+    var json = false
+
+    func run() throws {
+        let path = try CamclassClient.logPath(log: log, config: config)
+        if noFollow && access(path, R_OK) != 0 {
+            Console.err("camclass: cannot read the log '\(path)': \(String(cString: strerror(errno))) (see --log)\n")
+            throw ExitCode(66)
+        }
+        let follower = LogFollower(path: path, lastLines: lines)
+        func show(_ line: String) {
+            Console.out((json || !line.hasPrefix("{") ? line : HumanLine.format(jsonLine: line)) + "\n")
+        }
+        for line in follower.poll(timeoutMs: 0) { show(line) }
+        while !noFollow {
+            for line in follower.poll(timeoutMs: 500) { show(line) }
         }
     }
 }
@@ -64,11 +153,24 @@ enum HumanLine {
             if let lat = obj["latency_ms"] as? [String: Any], let total = lat["total"] as? Double {
                 s += String(format: " %.1f ms", total)
             }
+            if let stable = obj["stable"] as? String { s += " (stable: \(stable))" }
             if let file = obj["file"] as? String { s += " [\(file)]" }
             if let d = obj["dropped"] as? Int, d > 0 { s += " (dropped \(d))" }
             return s
         case "dropped":
             return "-- this subscriber missed \(obj["count"] ?? "?") records (too slow)"
+        case "change":
+            let time = (obj["time"] as? String).map { String($0.prefix(23)) + "Z" } ?? "?"
+            let lasted = (obj["previous_ms"] as? Double).map { String(format: "%.1f s", $0 / 1000) } ?? "?"
+            return "\(time) -- stable: \(obj["previous"] ?? "?") -> \(obj["stable"] ?? "?") (\(obj["previous"] ?? "?") lasted \(lasted))"
+        case "hello":
+            let model = obj["model"] as? [String: Any]
+            return "-- camclassd \(obj["version"] ?? "?") (protocol \(obj["protocol"] ?? "?")): model \(model?["id"] ?? "?"), source \(obj["source"] ?? "?")"
+        case "subscribed":
+            let data = (try? JSONSerialization.data(withJSONObject: obj["filter"] ?? [:], options: [.sortedKeys])) ?? Data()
+            return "-- filter: \(String(decoding: data, as: UTF8.self))"
+        case "error":
+            return "-- error \(obj["code"] ?? "?"): \(obj["error"] ?? "?")"
         case "camera":
             let state = obj["state"] as? String ?? "?"
             if state == "streaming" {
