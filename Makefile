@@ -105,7 +105,7 @@ test: deps models standin test-deps
 test-deps:
 	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="systemd dpkg python3-seccomp"
 
-install: $(if $(filter .build/release,$(BIN_DIR)),build)
+install: $(if $(NO_BUILD),,$(if $(filter .build/release,$(BIN_DIR)),build))
 	@for b in camclassd camclass; do [ -x $(BIN_DIR)/$$b ] || { echo "install: $(BIN_DIR)/$$b is missing (make build, or BIN_DIR=...)"; exit 1; }; done
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)/camclassd.service.d $(DESTDIR)$(SYSCONFDIR)/camclassd \
 	  $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DOCDIR)
@@ -137,7 +137,8 @@ deb: apt-deps
 # Packages whatever binaries BIN_DIR holds (the tests package the debug build).
 deb-package:
 	rm -rf $(DEB_OUT)/root
-	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_OUT))/root PREFIX=/usr UNITDIR=/lib/systemd/system BIN_DIR=$(BIN_DIR)
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(DEB_OUT))/root PREFIX=/usr UNITDIR=/lib/systemd/system \
+	  BIN_DIR=$(BIN_DIR) NO_BUILD=1
 	packaging/build-deb.sh $(DEB_OUT)/root $(DEB_OUT)
 
 # Acceptance figures: Lite0's row (raw engine vs daemon, stage split), the 15-model table when

@@ -73,8 +73,12 @@ struct ReloadService: Service {
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
-        for await _ in signals.cancelOnGracefulShutdown() {
-            await runBlocking { [supervisor] in supervisor.reload() }
+        await withGracefulShutdownHandler {
+            for await _ in signals.cancelOnGracefulShutdown() {
+                await runBlocking { [supervisor] in supervisor.reload() }
+            }
+        } onGracefulShutdown: { [supervisor] in
+            supervisor.noteShutdown()
         }
     }
 }
@@ -120,7 +124,7 @@ struct NotifyService: Service {
             }
         }
         deadline.arm(logger: logger)
-        notifier.notifier.send("STOPPING=1\nSTATUS=stopping: draining the pipeline, flushing the log, closing subscribers")
+        notifier.stop(status: "stopping: draining the pipeline, flushing the log, closing subscribers")
     }
 }
 

@@ -178,6 +178,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
     private struct State {
         var current: Generation
         var finishedCounters: PipelineCounters?   // generations replaced so far
+        var currentRetired = false                // `current`'s counters are already in finishedCounters
         var swapping = false
         var shuttingDown = false
         var reloads = 0
@@ -217,6 +218,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
     public var totalCounters: PipelineCounters {
         state.withLock { s in
             let c = s.current.pipeline.counters
+            if s.currentRetired, let f = s.finishedCounters { return f }
             return s.finishedCounters.map { $0.adding(c) } ?? c
         }
     }
@@ -232,10 +234,13 @@ public final class PipelineSupervisor: @unchecked Sendable {
         state.withLock { s in !s.swapping && s.current.pipeline.waitFinished(timeoutNs: 0) }
     }
 
+    /// Graceful shutdown has begun: a reload in progress stops waiting and swaps nothing in.
+    func noteShutdown() { state.withLock { $0.shuttingDown = true } }
+
     /// Stops the current pipeline (after any swap in progress), drains it, closes the source and
     /// sends the final `shutdown` record to the socket and the log. Blocks.
     func stop(reason: String) {
-        state.withLock { $0.shuttingDown = true }
+        noteShutdown()
         let gen = swapLock.locked { current }
         gen.pipeline.stop()
         gen.pipeline.wait()
@@ -266,9 +271,11 @@ public final class PipelineSupervisor: @unchecked Sendable {
                 "reload.total_ms": "\(Self.ms(tookMs))"])
         case .unchanged:
             logger.notice("configuration reloaded: nothing changed")
+            if state.withLock({ $0.shuttingDown }) { break }
             sd.send("READY=1\n" + SystemdNotifier.status(statusLine()))
         case .rejected(let why):
             logger.error("configuration reload refused; the previous configuration keeps running", metadata: ["reload.error": "\(why)"])
+            if state.withLock({ $0.shuttingDown }) { break }
             sd.send("READY=1\n" + SystemdNotifier.status("reload refused (\(why)); running the previous configuration"))
         }
         return outcome
@@ -304,7 +311,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
             if plan.changed.isEmpty { return .unchanged }
             // Only the log level (or restart-only keys): nothing to swap.
             state.withLock { $0.current = Generation(config: next, parts: old.parts, source: old.source, pipeline: old.pipeline) }
-            notifier.notifier.send("READY=1\n" + SystemdNotifier.status(statusLine()))
+            if !state.withLock({ $0.shuttingDown }) { notifier.notifier.send("READY=1\n" + SystemdNotifier.status(statusLine())) }
             return .applied(changed: changed, engineReloaded: false, modelLoadMs: 0, gapMs: nil)
         }
 
@@ -319,7 +326,8 @@ public final class PipelineSupervisor: @unchecked Sendable {
         let loadMs = Double(Clock.monotonicNs() - loadStart) / 1e6
 
         // The swap.
-        return swapLock.locked { () -> ReloadOutcome in
+        var lastOldRecord: UInt64 = 0
+        let swapped = swapLock.locked { () -> ReloadOutcome in
             if state.withLock({ $0.shuttingDown }) { return .rejected("the daemon is stopping") }
             state.withLock { $0.swapping = true }
             defer { state.withLock { $0.swapping = false } }
@@ -333,9 +341,12 @@ public final class PipelineSupervisor: @unchecked Sendable {
             }
             old.pipeline.wait()
             old.source.endHandOver()
-            let lastOldRecord = notifier.lastRecordMonotonicNs
+            lastOldRecord = notifier.lastRecordMonotonicNs
             let oldCounters = old.pipeline.counters
-            state.withLock { s in s.finishedCounters = s.finishedCounters.map { $0.adding(oldCounters) } ?? oldCounters }
+            state.withLock { s in
+                s.finishedCounters = s.finishedCounters.map { $0.adding(oldCounters) } ?? oldCounters
+                s.currentRetired = true
+            }
             if let error = old.pipeline.error {
                 // The old pipeline failed during the load; the daemon stops with its error.
                 logger.error("reload: the running pipeline failed meanwhile", metadata: ["error": "\(error)"])
@@ -367,10 +378,17 @@ public final class PipelineSupervisor: @unchecked Sendable {
                 restartOld(old, reopenSource: plan.sourceChanged)
                 return .rejected("cannot start the source '\(source.name)': \(error)")
             }
-            state.withLock { $0.current = Generation(config: next, parts: parts, source: source, pipeline: pipeline) }
-            let gap = waitFirstRecord(after: lastOldRecord, timeoutNs: 5_000_000_000)
-            return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: gap)
+            state.withLock { s in
+                s.current = Generation(config: next, parts: parts, source: source, pipeline: pipeline)
+                s.currentRetired = false
+            }
+            return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: nil)
         }
+        // Outside the swap lock: measure the gap once the new pipeline publishes (not waited for
+        // when the daemon is stopping).
+        guard case .applied = swapped else { return swapped }
+        let gap = waitFirstRecord(after: lastOldRecord, timeoutNs: 5_000_000_000)
+        return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: gap)
     }
 
     /// Puts the previous generation back after a failed swap (its engine is still loaded).
@@ -391,7 +409,10 @@ public final class PipelineSupervisor: @unchecked Sendable {
             logger.error("reload: the previous pipeline cannot restart", metadata: ["error": "\(error)"])
         }
         // Even when it did not start: its finished state ends the daemon with a non-zero status.
-        state.withLock { $0.current = Generation(config: old.config, parts: old.parts, source: source, pipeline: pipeline) }
+        state.withLock { s in
+            s.current = Generation(config: old.config, parts: old.parts, source: source, pipeline: pipeline)
+            s.currentRetired = false
+        }
     }
 
     private func makeGenerationPipeline(config: DaemonConfig, parts: EngineParts, source: SourceHandle,
@@ -405,7 +426,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
     /// Milliseconds from the old pipeline's last record to the new one's first, waiting up to `timeoutNs`.
     private func waitFirstRecord(after lastOld: UInt64, timeoutNs: UInt64) -> Double? {
         let deadline = Clock.monotonicNs() + timeoutNs
-        while Clock.monotonicNs() < deadline {
+        while Clock.monotonicNs() < deadline && !state.withLock({ $0.shuttingDown }) {
             let t = notifier.readyMonotonicNs
             if t != 0 { return lastOld == 0 ? nil : Double(t &- lastOld) / 1e6 }
             usleep(2000)

@@ -118,6 +118,7 @@ public final class ProgressNotifier: RecordSink, Sendable {
     private let pings = Atomic<Int>(0)
     private let lastRecordNs = Atomic<UInt64>(0)
     private let readyNs = Atomic<UInt64>(0)
+    private let stopping = Atomic<Bool>(false)
 
     public init(notifier: SystemdNotifier) {
         self.notifier = notifier
@@ -132,6 +133,13 @@ public final class ProgressNotifier: RecordSink, Sendable {
         armed.store(true, ordering: .releasing)
     }
 
+    /// Sends `STOPPING=1` (with `status`); nothing follows it, neither READY nor pings, as the
+    /// pipeline drains.
+    public func stop(status: String) {
+        stopping.store(true, ordering: .releasing)
+        notifier.send("STOPPING=1\n" + SystemdNotifier.status(status))
+    }
+
     /// Watchdog pings sent so far (for tests and the status line).
     public var watchdogPings: Int { pings.load(ordering: .relaxed) }
 
@@ -143,7 +151,7 @@ public final class ProgressNotifier: RecordSink, Sendable {
 
     public func publish(_ line: UnsafeRawBufferPointer) {
         // Only classifications are progress; status or event records must not feed the watchdog.
-        guard Self.isClassification(line) else { return }
+        guard Self.isClassification(line), !stopping.load(ordering: .acquiring) else { return }
         let now = Clock.monotonicNs()
         lastRecordNs.store(now, ordering: .relaxed)
         if armed.load(ordering: .acquiring), armed.exchange(false, ordering: .acquiringAndReleasing),
