@@ -98,7 +98,7 @@ test: deps models standin test-deps
 	  CAMCLASS_TEST_MALLOC_COUNT=$(CURDIR)/Tests/StandIns/malloc_count.so \
 	  CAMCLASS_TEST_CAMCLASSD_RELEASE=$(CURDIR)/.build/release/camclassd \
 	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
-	  $(SWIFT) test $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+	  $(SWIFT) test --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 
 # systemd-analyze (unit verify, security score, syscall groups), dpkg-deb and python3-seccomp (the
 # unit's system-call filter, emulated) for the systemd and packaging tests.

@@ -231,9 +231,8 @@ public final class RecordEncoder {
         spans = TopSpans(open: 0, close: 0, count: 0, starts: spanStarts, ends: spanEnds)
     }
 
-    /// The historical initializer: class labels only, no coarse groups.
-    public convenience init(source: String, model: String, jsonEscapedLabels: [[UInt8]], fileNames: [String]) {
-        let labels = jsonEscapedLabels.map { String(decoding: $0, as: UTF8.self) }
+    /// Class labels only, no coarse groups. `labels` are plain names (escaped here, once).
+    public convenience init(source: String, model: String, labels: [String], fileNames: [String]) {
         self.init(source: source, model: model, vocabulary: RecordVocabulary(labels: labels), fileNames: fileNames)
     }
 

@@ -40,7 +40,7 @@ import Testing
 @Suite struct UnitRecordTests {
     @Test func classificationRecordIsValidJSONWithAllFields() throws {
         let labels = LabelSet(names: ["tench", "say \"hi\"\\now"])
-        let encoder = RecordEncoder(source: "/dev/video0", model: "lite0", jsonEscapedLabels: labels.jsonEscaped,
+        let encoder = RecordEncoder(source: "/dev/video0", model: "lite0", labels: labels.names,
                                     fileNames: ["a.jpg"])
         let r = ClassificationResult(maxTopK: 2)
         r.seq = 42
