@@ -234,6 +234,26 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         return nil
     }
 
+    /// Moves everything buffered (whole records) into the writer's scratch; called with the
+    /// condition's mutex held. True when there is something to write or the log is stopping.
+    private func takeBuffered(_ stop: inout Bool) -> Bool {
+        var stopping = false
+        let end = state.withLock { s -> Int in
+            var end = pendingEnd
+            while !s.ring.isEmpty {
+                let chunk = s.ring.readable
+                UnsafeMutableRawBufferPointer(rebasing: scratch[end..<(end + chunk.count)]).copyMemory(from: chunk)
+                end += chunk.count
+                s.ring.consume(chunk.count)
+            }
+            stopping = s.stopping
+            return end
+        }
+        pendingEnd = end
+        stop = stopping
+        return pendingEnd > 0 || stopping
+    }
+
     private func writeLoop() {
         while true {
             var stop = false
@@ -241,25 +261,15 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 // Take everything buffered (whole records) into the writer's scratch, then write unlocked.
                 pendingStart = 0
                 pendingEnd = 0
-                let check = { [self] () -> Bool in
-                    state.withLock { s in
-                        while !s.ring.isEmpty {
-                            let chunk = s.ring.readable
-                            UnsafeMutableRawBufferPointer(rebasing: scratch[pendingEnd..<(pendingEnd + chunk.count)]).copyMemory(from: chunk)
-                            pendingEnd += chunk.count
-                            s.ring.consume(chunk.count)
-                        }
-                        stop = s.stopping
-                        return pendingEnd > 0 || stop
-                    }
-                }
+                // Non-escaping closures only: a stored closure capturing `stop` would allocate
+                // a context on every pass (this thread is part of the per-frame publish path).
                 if let interval = fsyncIntervalNs, dirty {
                     // Wake up in time to honour the fsync interval even when records stop coming.
                     let due = lastFsyncNs + interval
                     let now = Clock.monotonicNs()
-                    if !wake.wait(timeoutNs: due > now ? due - now : 0, until: check) { syncFile() }
+                    if !wake.wait(timeoutNs: due > now ? due - now : 0, until: { takeBuffered(&stop) }) { syncFile() }
                 } else {
-                    wake.wait(until: check)
+                    wake.wait(until: { takeBuffered(&stop) })
                 }
             } else {
                 // The last write failed: wait, then retry what is pending.
