@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds camclassd's .deb from a staged install tree (`make install DESTDIR=STAGE PREFIX=/usr`).
 #   packaging/build-deb.sh STAGE OUTDIR        prints the path of the .deb it wrote
-# Environment: VERSION (default from git), DEB_COMPRESS (xz; gzip or none are faster), ALLOW_DYNAMIC_SWIFT=1 to package binaries that link
+# Environment: VERSION (default from git), DEB_COMPRESS (xz; gzip or none are faster), DEB_STRIP=0 to
+# keep debug info, ALLOW_DYNAMIC_SWIFT=1 to package binaries that link
 # the Swift runtime dynamically (tests; such a package runs only where the toolchain is).
 set -euo pipefail
 stage=$1
@@ -40,6 +41,11 @@ for bin in "$stage"/usr/bin/*; do
     done < <(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
 done
 depends=$(printf '%s\n' "${deps[@]}" adduser | sort -u | paste -sd, | sed 's/,/, /g')
+
+# Debug info stays out of the package (91 → 64 MB per binary for the static release build).
+if [ "${DEB_STRIP:-1}" = 1 ] && command -v strip >/dev/null; then
+    for bin in "$stage"/usr/bin/*; do strip --strip-unneeded "$bin"; done
+fi
 
 mkdir -p "$stage/DEBIAN"
 install -m 0755 "$here/deb/postinst" "$here/deb/prerm" "$here/deb/postrm" "$stage/DEBIAN/"

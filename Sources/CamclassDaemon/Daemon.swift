@@ -49,8 +49,10 @@ public final class Daemon: @unchecked Sendable {
     /// Starts log, socket and pipeline (in that order), runs until SIGTERM/SIGINT, the frame limit
     /// or the end of a non-looping replay, then stops them in reverse order, flushing everything.
     /// SIGHUP reloads the configuration; systemd hears READY/STATUS/WATCHDOG/STOPPING (Lifecycle.swift).
+    /// - Parameter shutdownBoundSeconds: when set (the `camclassd` process), a graceful shutdown that
+    ///   takes longer ends the process with EX_SOFTWARE; nil in-process (tests), which must not exit.
     /// - Throws: `StartupError` when a stage cannot start or failed while running (its sysexits code).
-    public func run() async throws {
+    public func run(shutdownBoundSeconds: Int? = nil) async throws {
         let config = self.config, source = self.source
         do { try log.start() } catch {
             throw StartupError(message: "cannot open the rolling log '\(config.logPath)': \(error)", exitCode: StartupError.cantCreate)
@@ -72,8 +74,8 @@ public final class Daemon: @unchecked Sendable {
         // ServiceGroup runs the graceful shutdown on signals and stops services in reverse order:
         // STOPPING=1, a reload in progress finishes, the pipeline drains and sends the final record,
         // the socket flushes and closes subscribers, the log flushes.
-        let deadline = ShutdownDeadline()
-        defer { deadline.cancel() }
+        let deadline = shutdownBoundSeconds.map { ShutdownDeadline(seconds: $0) }
+        defer { deadline?.cancel() }
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: StageService(name: "log") { [log] in log.stop() }),

@@ -89,7 +89,7 @@ struct ReloadService: Service {
 /// published records (`ProgressNotifier`).
 struct NotifyService: Service {
     let supervisor: PipelineSupervisor
-    let deadline: ShutdownDeadline
+    let deadline: ShutdownDeadline?
     let logger: Logger
     var intervalSeconds = 5
     /// No classification for this long counts as stalled in the status and the log.
@@ -123,7 +123,7 @@ struct NotifyService: Service {
                 notifier.notifier.send(SystemdNotifier.status(supervisor.statusLine(state: "running", fps: fps)))
             }
         }
-        deadline.arm(logger: logger)
+        deadline?.arm(logger: logger)
         notifier.stop(status: "stopping: draining the pipeline, flushing the log, closing subscribers")
     }
 }
@@ -131,8 +131,8 @@ struct NotifyService: Service {
 /// Bounds graceful shutdown: if stopping (drain, flush, close) has not finished `seconds` after it
 /// began — a wedged driver call, say — the process exits with EX_SOFTWARE rather than wait for
 /// systemd's SIGKILL. Cancelled when `run()` returns.
-final class ShutdownDeadline: Sendable {
-    static let defaultSeconds = 10
+public final class ShutdownDeadline: Sendable {
+    public static let defaultSeconds = 10
     let seconds: Int
     private let done = AtomicFlag()
     private let armed = AtomicFlag()

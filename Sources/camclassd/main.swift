@@ -100,7 +100,7 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
             let daemon = try await onDedicatedThread("camclass-load") {
                 try buildDaemon(config: config, logger: logger, onResult: onResult, reloadConfig: reload)
             }
-            try await daemon.run()
+            try await daemon.run(shutdownBoundSeconds: ShutdownDeadline.defaultSeconds)
         } catch let e as StartupError {
             logger.critical("\(e.message)")
             throw ExitCode(e.exitCode)

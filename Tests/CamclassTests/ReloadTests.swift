@@ -60,7 +60,12 @@ import Testing
         let reload2 = try #require(reader.lines.last { $0.type == "reload" })
         #expect((reload2.object["changed"] as? [String]) == ["inference.precision"])
         #expect((reload2.object["engine"] as? String)?.contains("precision f32") == true)
-        let logLine = try #require(daemon.stderr.split(separator: "\n").last { $0.contains("configuration reloaded") && $0.contains("reload.engine=reloaded") })
+        // Logged once the new engine's first record is out (the reload record precedes it).
+        func engineReloadLine() -> Substring? {
+            daemon.stderr.split(separator: "\n").last { $0.contains("configuration reloaded") && $0.contains("reload.engine=reloaded") }
+        }
+        #expect(await eventually(10) { engineReloadLine() != nil })
+        let logLine = try #require(engineReloadLine(), "stderr:\n\(daemon.stderr)")
         let loadMs = try #require(Self.metric(String(logLine), "reload.model_load_ms"))
         let reportedGap = try #require(Self.metric(String(logLine), "reload.gap_ms"))
         // The subscriber's own view, from the records themselves (capture times, CLOCK_MONOTONIC, so
