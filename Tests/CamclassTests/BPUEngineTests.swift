@@ -127,7 +127,8 @@ func bpuConstantFrame(luma: UInt8, width: Int = 640, height: Int = 480) -> NV12B
 struct BPUEngineTests {
     let quiet = Logger(label: "bpu-test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    func options(_ standIn: StandInDNN, workers: Int = 4, timeoutMs: Int = 1000, modelName: String? = nil) -> BPUOptions {
+    /// Generous timeout by default: only the timeout tests should depend on how busy the machine is.
+    func options(_ standIn: StandInDNN, workers: Int = 4, timeoutMs: Int = 10_000, modelName: String? = nil) -> BPUOptions {
         var o = BPUOptions()
         o.libraryPath = standIn.path
         o.workers = workers
@@ -287,10 +288,10 @@ struct BPUEngineTests {
     func keepsWorkersTasksInFlight(workers: Int) throws {
         let standIn = try StandInDNN.open()
         standIn.reset()
-        let model = BPUFakeModel(["latency_us": "3000", "cores": "1", "output": "S32_SCALE"])
+        let model = BPUFakeModel(["latency_us": "4000", "cores": "1", "output": "S32_SCALE"])
         defer { model.remove() }
-        let wrong = Atomic<Int>(0), failed = Atomic<Int>(0)
-        let perThread = 15
+        let wrong = Atomic<Int>(0), failed = Atomic<Int>(0), ready = Atomic<Int>(0)
+        let perThread = 25
         do {
             let e = try engine(model, options(standIn, workers: workers))
             let start = Date()
@@ -300,6 +301,9 @@ struct BPUEngineTests {
                 defer { scores.deallocate() }
                 let luma = 20 + 50 * i  // each slot its own image: results must not cross slots
                 let frame = bpuConstantFrame(luma: UInt8(luma))
+                // Start together, so a thread scheduled late on a busy machine still overlaps the others.
+                ready.add(1, ordering: .relaxed)
+                while ready.load(ordering: .relaxed) < workers { usleep(100) }
                 for _ in 0..<perThread {
                     NV12Ops.scale(frame.view.readOnly, into: slots[i].input, mode: .crop)
                     do {
@@ -315,8 +319,8 @@ struct BPUEngineTests {
             #expect(s["max_in_flight"] == workers, "the double saw \(s["max_in_flight"] ?? -1) tasks in flight, want \(workers)")
             #expect(s["max_active"] == workers)
             #expect(s["tasks_created"] == workers * perThread)
-            // One simulated core at 3 ms a task: the whole run is bounded below by the serial BPU time.
-            #expect(elapsed >= Double(workers * perThread) * 0.003 * 0.95)
+            // One simulated core at 4 ms a task: the whole run is bounded below by the serial BPU time.
+            #expect(elapsed >= Double(workers * perThread) * 0.004 * 0.95)
         }
         #expect(wrong.load(ordering: .relaxed) == 0)
         #expect(failed.load(ordering: .relaxed) == 0)
@@ -349,7 +353,8 @@ struct BPUEngineTests {
         let ok = Atomic<Int>(0), wrong = Atomic<Int>(0), expectedFailures = Atomic<Int>(0)
         let other = Mutex<[String]>([])
         do {
-            let e = try engine(model, options(standIn, workers: workers, timeoutMs: 50))
+            // Short only where tasks are meant to hang: a loaded machine can delay a healthy task by tens of ms.
+            let e = try engine(model, options(standIn, workers: workers, timeoutMs: f.key == "timeout_every" ? 250 : 10_000))
             let slots = e.slots
             onThreads(workers) { i in
                 let scores = UnsafeMutableBufferPointer<Float>.allocate(capacity: 1000)
@@ -372,13 +377,19 @@ struct BPUEngineTests {
             }
         }
         let total = workers * perThread
-        #expect(other.withLock { $0 } == [], "unexpected errors")
-        #expect(expectedFailures.load(ordering: .relaxed) == total / f.every, "every \(f.every)th of \(total) fails")
-        #expect(ok.load(ordering: .relaxed) == total - total / f.every, "the slots keep working after a failure")
-        #expect(wrong.load(ordering: .relaxed) == 0)
+        let failures = expectedFailures.load(ordering: .relaxed)
         let s = standIn.stats()
+        #expect(other.withLock { $0 } == [], "unexpected errors")
+        #expect(ok.load(ordering: .relaxed) + failures == total, "the slots keep working after a failure")
+        #expect(wrong.load(ordering: .relaxed) == 0)
+        if f.key == "timeout_every" {
+            #expect(s["tasks_stuck"] == total / f.every)
+            // Every hung task times out; on a heavily loaded machine a healthy one may too, reported alike.
+            #expect(failures == s["wait_timeouts"] && failures >= total / f.every, "\(failures) timeouts")
+        } else {
+            #expect(failures == total / f.every, "every \(f.every)th of \(total) fails")
+        }
         expectClean(s)
-        if f.key == "timeout_every" { #expect(s["wait_timeouts"] == total / f.every) }
     }
 
     @Test(arguments: [0, 1, 3, 7])
@@ -592,6 +603,7 @@ struct BPUEngineTests {
         var c = DaemonConfig()
         c.backend = "bpu"
         c.bpuLibrary = standIn.path
+        c.bpuTimeoutMs = 10_000  // no frame may fail here, however busy the machine
         c.modelPath = dir + "/EfficientNet_B2_224x224_nv12.model.yaml"
         c.sourcePath = dir + "/frames"
         c.sourceFPS = 0  // unpaced: every frame is classified, and the workers are saturated
