@@ -42,7 +42,7 @@ public final class BPUEngine: InferenceEngine, @unchecked Sendable {
     private let runtime: BPURuntime
 
     /// Loads the library, the model and allocates `options.workers` slots.
-    /// - Parameter expectedClasses: the labels' count when they come from a file (nil: don't check).
+    /// - Parameter classes: the labels' count when they come from a file (nil: don't check).
     /// - Throws: `InferenceError.libraryMissing` (the loader's one-line message), `.modelMissing`,
     ///   `.badModel` (unsupported input/output, model name not found, class count mismatch) or
     ///   `.call` naming the hbDNN/hbSys function that failed and its status.
