@@ -5,7 +5,9 @@
 # make build     release build of camclassd and camclass
 # make run       all of the above, then run the daemon on the sample photos, printing results
 # make test      the whole test suite (unit, integration, BPU stand-in, V4L2 VM)
+# make test-camera  the V4L2 camera test alone: camclassd against the vivid driver in a qemu VM
 # make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
+# make bench-convert  camera frame conversion + scaling per frame (NV12/YUYV/MJPEG): libyuv vs naive loops
 # make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 # make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
@@ -42,7 +44,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-bpu bench-deps eval eval-photos clean check-config
+.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -87,7 +89,7 @@ standin:
 	$(MAKE) -C Tests/StandIns all
 
 # The whole suite. Tests find their inputs through these variables and fail (never skip) without them.
-test: deps models standin test-deps
+test: deps models standin test-deps test-camera
 	$(MAKE) -C Tests/StandIns check
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclassd
 	$(SWIFT) build $(SWIFT_FLAGS) --product camclass
@@ -99,6 +101,13 @@ test: deps models standin test-deps
 	  CAMCLASS_TEST_CAMCLASSD_RELEASE=$(CURDIR)/.build/release/camclassd \
 	  CAMCLASS_TEST_CAMCLASSD=$(CURDIR)/.build/debug/camclassd CAMCLASS_TEST_CAMCLASS=$(CURDIR)/.build/debug/camclass \
 	  $(SWIFT) test --no-parallel $(SWIFT_FLAGS) 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+
+# camclassd and camclass (release) against the kernel's vivid camera in qemu: NV12/YUYV, faults,
+# unplug/replug (Tests/Camera; ~4-5 min under TCG). Fails if the VM cannot be set up or started.
+test-camera: deps models standin
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclassd
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclass
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) Tests/Camera/camera-test.sh
 
 # systemd-analyze (unit verify, security score, syscall groups), dpkg-deb and python3-seccomp (the
 # unit's system-call filter, emulated) for the systemd and packaging tests.
@@ -154,6 +163,11 @@ bench: deps models build bench-deps eval-photos
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) $(VPY) benchmarks/python_peer.py --model $(MODEL) --camclass .build/release/camclass \
 	  --json $(BENCH_OUT)/python-peer.json
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass eval $(EVAL_DIR) --model $(MODEL) --reference --python $(VPY)
+
+# Camera frames: driver buffer → NV12 pool buffer → 224x224 model input, per frame, for NV12, YUYV
+# and MJPEG (real JPEG bytes) at 640x480 and 1280x720, libyuv/libjpeg-turbo vs plain Swift loops.
+bench-convert: deps models build
+	.build/release/camclass bench-convert --photo samples/chelsea.jpg
 
 # The BPU backend on the stand-in libdnn.so (a test double from Tests/StandIns: no board here). Its
 # model file Tests/StandIns/bench_b2.model sets EfficientNet-B2's RDK X5 seed latency, 3310 us per

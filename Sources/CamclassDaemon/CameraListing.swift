@@ -1,4 +1,6 @@
 import Capture
+import Logging
+import Support
 
 /// `camclass cameras`: the V4L2 nodes with driver, card, bus, formats, sizes and frame rates
 /// (the information of `v4l2-ctl --list-formats-ext`, one line per size) and the stable links.
@@ -62,5 +64,88 @@ public enum CameraListing {
 
     static func fps(_ v: Double) -> String {
         v == v.rounded() ? String(Int(v)) : ConsoleLine.fixed(v, 3)
+    }
+}
+
+/// `camclass cameras --stream PATH`: the capture path alone (no model) for N frames — what a
+/// camera delivers through camclassd's own capture code: negotiated format, frame rate, drops and
+/// timestamp sanity. Runs on a thread named like the daemon's capture thread.
+public enum CameraProbe {
+    public struct Result: Sendable {
+        public var format: NegotiatedFormat?
+        public var frames = 0
+        public var seconds = 0.0
+        public var stats = CameraStats()
+        /// Every capture timestamp later than the one before.
+        public var increasing = true
+        public var error: String?
+    }
+
+    public static func run(options: CameraOptions, frames: Int, logger: Logger) -> Result {
+        let camera = V4L2Camera(options: options, logger: logger)
+        let box = ResultBox()
+        let thread = DedicatedThread(name: "camclass-capture") {
+            var r = Result()
+            do {
+                try camera.prepare()
+                let size = camera.maxFrameSize
+                let pool = FramePool(count: 2, width: size.width, height: size.height)
+                try camera.open()
+                let start = Clock.monotonicNs()
+                var last: UInt64 = 0
+                while r.frames < frames, var frame = pool.acquire() {
+                    guard try camera.nextFrame(into: &frame) else { break }
+                    if frame.info.captureNs <= last { r.increasing = false }
+                    last = frame.info.captureNs
+                    r.frames += 1
+                }
+                r.seconds = Double(Clock.monotonicNs() - start) / 1e9
+                r.format = camera.format
+                camera.close()
+            } catch {
+                r.error = "\(error)"
+            }
+            r.stats = camera.stats
+            box.set(r)
+        }
+        thread.join()
+        return box.get()
+    }
+
+    /// `run` with the camera settings of `config`: the report, and whether frames came.
+    public static func stream(path: String, config: DaemonConfig, frames: Int, logger: Logger) -> (text: String, ok: Bool) {
+        var o = CameraOptions(path: path)
+        o.width = config.cameraWidth
+        o.height = config.cameraHeight
+        o.fps = config.cameraFPS
+        o.formats = config.cameraFormats.compactMap(CameraPixelFormat.init(configName:))
+        o.buffers = config.cameraBuffers
+        o.raw = config.cameraRaw
+        o.stallTimeoutMs = config.cameraStallTimeoutMs
+        let r = run(options: o, frames: frames, logger: logger)
+        return (report(r, path: path), r.error == nil && r.frames == frames)
+    }
+
+    public static func report(_ r: Result, path: String) -> String {
+        if let e = r.error { return "\(path): \(e)\n" }
+        var s = ""
+        if let f = r.format {
+            s += "\(path): \(f.format.rawValue) \(f.width)x\(f.height)"
+            s += f.fps.map { " at \(CameraListing.fps($0)) fps" } ?? ""
+            s += " (\(f.driver), \(f.device), \(f.buffers) buffers, \(f.exact ? "as requested" : "closest to the request"))\n"
+        }
+        let fps = r.seconds > 0 ? Double(max(0, r.frames - 1)) / r.seconds : 0
+        s += "captured \(r.frames) frames in \(ConsoleLine.fixed(r.seconds, 2)) s: \(ConsoleLine.fixed(fps, 2)) fps; "
+        s += "driver skipped \(r.stats.sequenceGaps), error buffers \(r.stats.errorBuffers), empty \(r.stats.emptyBuffers), "
+        s += "corrupt \(r.stats.corruptFrames), stalls \(r.stats.stalls), losses \(r.stats.losses); "
+        s += r.increasing ? "timestamps increasing\n" : "timestamps NOT increasing\n"
+        return s
+    }
+
+    private final class ResultBox: @unchecked Sendable {
+        private let lock = Condition()
+        private var value = Result()
+        func set(_ r: Result) { lock.locked { value = r } }
+        func get() -> Result { lock.locked { value } }
     }
 }

@@ -42,6 +42,13 @@ public struct NegotiatedFormat: Sendable, Equatable {
     public var buffers: Int
     /// Exactly the requested size and rate.
     public var exact: Bool
+
+    public init(device: String, driver: String, card: String, busInfo: String, format: CameraPixelFormat, fourcc: UInt32,
+                width: Int, height: Int, bytesPerLine: Int, sizeImage: Int, fps: Double?, buffers: Int, exact: Bool) {
+        self.device = device; self.driver = driver; self.card = card; self.busInfo = busInfo
+        self.format = format; self.fourcc = fourcc; self.width = width; self.height = height
+        self.bytesPerLine = bytesPerLine; self.sizeImage = sizeImage; self.fps = fps; self.buffers = buffers; self.exact = exact
+    }
 }
 
 /// A camera state change, published as a `{"type":"camera",…}` record.
@@ -59,6 +66,12 @@ public struct CameraStateChange: Sendable {
     /// CLOCK_MONOTONIC / CLOCK_REALTIME when it happened.
     public var monotonicNs: UInt64
     public var realtimeNs: UInt64
+
+    public init(state: State, source: String, reason: String?, format: NegotiatedFormat?, downtimeNs: UInt64?,
+                monotonicNs: UInt64, realtimeNs: UInt64) {
+        self.state = state; self.source = source; self.reason = reason; self.format = format
+        self.downtimeNs = downtimeNs; self.monotonicNs = monotonicNs; self.realtimeNs = realtimeNs
+    }
 }
 
 /// The camera's per-cause counts since start (any thread may read them).
@@ -81,6 +94,8 @@ public struct CameraStats: Sendable, Equatable {
     public var recoveries = 0
     /// All frames the source lost (what `FrameInfo.sourceDropped` added up).
     public var dropped: Int { sequenceGaps + errorBuffers + emptyBuffers + corruptFrames }
+
+    public init() {}
 }
 
 /// Lock-free counters behind `CameraStats`.

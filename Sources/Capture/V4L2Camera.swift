@@ -91,6 +91,14 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         var drain: UInt64 = 0
         _ = Glibc.read(wakeFD, &drain, 8)
         if !sizeFixed { try prepare() }
+        if device == nil && lostAtNs == nil {
+            // Opened again after `close()`: negotiate again, within the pool's frame size.
+            do throws(CameraError) { try negotiate() } catch {
+                guard error.isAbsence else { throw error }
+                lostAtNs = Clock.monotonicNs()
+                lostReason = error.description
+            }
+        }
         guard device != nil else {
             counters.losses.add(1, ordering: .relaxed)
             emit(CameraStateChange(state: .lost, source: options.path, reason: lostReason, format: nil, downtimeNs: nil,
@@ -116,6 +124,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
 
     public func close() {
         device = nil
+        lostAtNs = nil
         intake.converter = nil
         published.withLock { $0 = nil }
         let s = counters.snapshot
@@ -161,6 +170,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             }
             let outcome = intake.take(mapped, bytesUsed: buf.bytesused, flags: buf.flags, sequence: buf.sequence,
                                       into: frame.buffer)
+            let captureNs = timestamp(buf, now: now)  // before QBUF, which rewrites `buf`
             // The driver gets its buffer back before anything else. If that fails the camera is
             // marked lost, but this frame is already converted and still good.
             _ = requeue(&buf)
@@ -172,7 +182,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             frame.info.width = converter.outputWidth
             frame.info.height = converter.outputHeight
             frame.info.fileIndex = -1
-            frame.info.captureNs = timestamp(buf, now: now)
+            frame.info.captureNs = captureNs
             frame.info.sourceDropped = outcome.sourceDropped
             return true
         }
@@ -205,8 +215,11 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         return false
     }
 
-    /// Logs the first drop of a kind and then every hundredth (no per-frame logging).
+    /// Logs the first drop of a kind and then every hundredth at warning; each one at debug only
+    /// (no per-frame logs at info).
     private func logDrop(_ kind: CameraDropKind, n: Int, total: Int, reason: FrameDropReason?) {
+        logger.debug("camera frame dropped", metadata: [
+            "camera.drop": "\(kind.rawValue)", "camera.frames": "\(n)", "camera.count": "\(total)"])
         guard total == n || total / 100 != (total - n) / 100 else { return }
         var meta: Logger.Metadata = ["camera.path": "\(options.path)", "camera.drop": "\(kind.rawValue)",
                                      "camera.count": "\(total)"]
@@ -224,8 +237,9 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         }
         if !timestampFallbackLogged {
             timestampFallbackLogged = true
-            logger.info("camera timestamps are not CLOCK_MONOTONIC; using the dequeue time",
-                        metadata: ["camera.path": "\(options.path)", "camera.buffer_flags": "0x\(String(buf.flags, radix: 16))"])
+            logger.info("camera timestamps are not CLOCK_MONOTONIC; using the dequeue time", metadata: [
+                "camera.path": "\(options.path)", "camera.buffer_flags": "0x\(String(buf.flags, radix: 16))",
+                "camera.timestamp": "\(buf.timestamp.tv_sec).\(buf.timestamp.tv_usec)", "camera.now_ns": "\(now)"])
         }
         return now
     }

@@ -342,8 +342,6 @@ struct Models: ParsableCommand {
     }
 }
 
-/// `camclass cameras`: what V4L2 capture cameras are present and what they can do.
-
 /// `camclass eval`: accuracy through the daemon's own path, optionally against a float reference.
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -429,18 +427,53 @@ struct Eval: ParsableCommand {
     }
 }
 
-/// `camclass cameras`: what V4L2 capture cameras are present and what they can do.
+/// `camclass cameras`: what V4L2 capture cameras are present and what they can do; with
+/// `--stream`, one camera through camclassd's capture path for a number of frames.
 struct Cameras: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List V4L2 capture cameras: driver, card, bus, formats, sizes, frame rates and stable paths.")
+        abstract: "List V4L2 capture cameras: driver, card, bus, formats, sizes, frame rates and stable paths.",
+        discussion: "--stream PATH captures --frames frames from one camera the way camclassd does (no model) and " +
+            "reports the negotiated format, the frame rate, drops and timestamps.")
 
     @Flag(name: .long, help: "Also list video nodes that are not usable cameras, with the reason.")
     var all = false
+    @Option(name: .long, help: "Capture from this camera (/dev/videoN or a /dev/v4l/by-id link) instead of listing.")
+    var stream: String?
+    @Option(name: .long, help: "Frames to capture with --stream.")
+    var frames = 100
+    @Option(name: .long, help: "With --stream: formats in order of preference (comma-separated).")
+    var formats = "NV12,YUYV,MJPEG"
+    @Option(name: .long, help: "With --stream: requested width.")
+    var width = 640
+    @Option(name: .long, help: "With --stream: requested height.")
+    var height = 480
+    @Option(name: .long, help: "With --stream: requested frame rate.")
+    var fps = 30.0
+    @Flag(name: .long, help: "With --stream: plain ioctls instead of libv4l2.")
+    var raw = false
 
     func run() throws {
-        let listing = CameraListing.list(showAll: all)
-        Console.out(listing.text)
-        if !listing.found { throw ExitCode(1) }
+        guard let stream else {
+            let listing = CameraListing.list(showAll: all)
+            Console.out(listing.text)
+            if !listing.found { throw ExitCode(1) }
+            return
+        }
+        var config = DaemonConfig()
+        config.cameraFormats = formats.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        config.cameraWidth = width
+        config.cameraHeight = height
+        config.cameraFPS = fps
+        config.cameraRaw = raw
+        do { try config.validate() } catch {
+            Console.err("camclass: \(error)\n")
+            throw ExitCode(64)
+        }
+        var logger = Logger(label: "camclass", factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = .warning
+        let (text, ok) = CameraProbe.stream(path: stream, config: config, frames: frames, logger: logger)
+        Console.out(text)
+        if !ok { throw ExitCode(1) }
     }
 }
 
