@@ -265,6 +265,8 @@ public final class PipelineSupervisor: @unchecked Sendable {
         let tookMs = Double(Clock.monotonicNs() - started) / 1e6
         switch outcome {
         case .applied(let changed, let engineReloaded, let loadMs, let gapMs):
+            // The level too only when the whole configuration took effect.
+            if let level = Logger.Level(rawValue: current.config.daemonLogLevel) { LogLevelControl.shared.set(level) }
             logger.notice("configuration reloaded", metadata: [
                 "reload.changed": "\(changed.joined(separator: ","))", "reload.engine": engineReloaded ? "reloaded" : "kept",
                 "reload.model_load_ms": "\(Self.ms(loadMs))", "reload.gap_ms": "\(gapMs.map(Self.ms) ?? "none yet")",
@@ -296,9 +298,6 @@ public final class PipelineSupervisor: @unchecked Sendable {
                            metadata: ["reload.key": "\(key)"])
         }
         next = plan.effective
-        if let level = Logger.Level(rawValue: next.daemonLogLevel), next.daemonLogLevel != old.config.daemonLogLevel {
-            LogLevelControl.shared.set(level)
-        }
 
         // Decide whether the engine must be rebuilt: a changed inference setting, or model files
         // replaced in place.
