@@ -122,8 +122,12 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
         // Files rotated past us entirely (we fell more than one rotation behind) sit between the
         // old file (now `path.k`) and the current one. Open them all, then check that no rotation
         // happened meanwhile (the old file still at `path.k`); otherwise look again.
-        for _ in 0..<5 {
+        for _ in 0..<200 {
             let k = rotatedIndexOfCurrent()
+            if k < 0 {  // the writer is renaming files right now
+                usleep(1000)
+                continue
+            }
             var skipped: [Int32] = []
             if k > 1 {
                 for j in stride(from: k - 1, through: 1, by: -1) {
@@ -132,7 +136,7 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
                 }
             }
             let next = open(path, O_RDONLY | O_CLOEXEC)
-            if k == 0 || rotatedIndexOfCurrent() == k {
+            if k == 0 || rotatedIndexOfCurrent() == k {  // nothing moved while we opened the files
                 for f in skipped {
                     if let bytes = Self.readAll(f) { split(bytes[...], into: &out) }
                     close(f)
@@ -144,18 +148,21 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
             }
             for f in skipped { close(f) }
             if next >= 0 { close(next) }
+            usleep(1000)
         }
         openCurrent()
         readAvailable(into: &out)
     }
 
-    /// Where the file being followed now is among `path.1 … path.N` (0 = not found: deleted or
-    /// compressed).
+    /// Where the file being followed now is among `path.1 … path.N`: 0 = not found (deleted or
+    /// compressed), -1 = a rotation is in progress (a hole in the numbering: the writer renames
+    /// `.N-1 → .N` … `.1 → .2`, then the file → `.1`).
     private func rotatedIndexOfCurrent() -> Int {
         for k in 1...maxRotated {
             var rs = stat()
             guard stat("\(path).\(k)", &rs) == 0 else {
                 if access("\(path).\(k).gz", F_OK) == 0 { continue }
+                if access("\(path).\(k + 1)", F_OK) == 0 || access("\(path).\(k + 1).gz", F_OK) == 0 { return -1 }
                 return 0
             }
             if rs.st_ino == inode && rs.st_dev == device { return k }

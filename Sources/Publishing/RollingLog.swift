@@ -78,6 +78,8 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     private let scratch: UnsafeMutableRawBufferPointer
     private var pendingStart = 0
     private var pendingEnd = 0
+    /// Rotated files present (`path.1` … `path.N`), found at the first rotation, then kept.
+    private var rotatedFiles: Int?
     private var failingSinceLost = 0
 
     private struct State: ~Copyable {
@@ -173,7 +175,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     private func append(_ bytes: UnsafeRawBufferPointer) {
         // Cross into the lock with plain integers: the caller's bytes are read during this call only.
         let address = UInt(bitPattern: bytes.baseAddress), count = bytes.count
-        let accepted = state.withLock { s -> Bool in
+        let wakeWriter = state.withLock { s -> Bool in
             s.records += 1
             let line = UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: address), count: count)
             if s.unmarkedLost > 0 {
@@ -196,12 +198,15 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                     s.unmarkedLost = 0
                 }
             }
-            if s.unmarkedLost == 0 && s.ring.append(line) { return true }
+            if s.unmarkedLost == 0 && s.ring.append(line) {
+                // The writer wakes on its own every `batchNs`; a signal only when the buffer fills.
+                return s.ring.count >= wakeThreshold
+            }
             s.lostRecords += 1
             s.unmarkedLost += 1
-            return false
+            return true
         }
-        if accepted { wake.signal() }
+        if wakeWriter { wake.signal() }
     }
 
     public var currentStats: Stats {
@@ -254,6 +259,11 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         return pendingEnd > 0 || stopping
     }
 
+    /// The writer takes what is buffered at least this often: records are written in batches
+    /// without the result thread waking the writer (a futex call, often a context switch) for each.
+    private static let batchNs: UInt64 = 25_000_000
+    private var wakeThreshold: Int { options.bufferBytes / 4 }
+
     private func writeLoop() {
         while true {
             var stop = false
@@ -263,14 +273,17 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 pendingEnd = 0
                 // Non-escaping closures only: a stored closure capturing `stop` would allocate
                 // a context on every pass (this thread is part of the per-frame publish path).
+                var timeout = Self.batchNs
+                var fsyncDue = false
                 if let interval = fsyncIntervalNs, dirty {
                     // Wake up in time to honour the fsync interval even when records stop coming.
                     let due = lastFsyncNs + interval
                     let now = Clock.monotonicNs()
-                    if !wake.wait(timeoutNs: due > now ? due - now : 0, until: { takeBuffered(&stop) }) { syncFile() }
-                } else {
-                    wake.wait(until: { takeBuffered(&stop) })
+                    if due <= timeout + now { timeout = due > now ? due - now : 0; fsyncDue = true }
                 }
+                // Returns at once when records are buffered, else after `timeout` with what came meanwhile.
+                let ready = wake.wait(timeoutNs: timeout, until: { takeBuffered(&stop) })
+                if !ready && fsyncDue { syncFile() }
             } else {
                 // The last write failed: wait, then retry what is pending.
                 _ = wake.wait(timeoutNs: UInt64(options.retryMs) * 1_000_000, until: { state.withLock { $0.stopping } })
@@ -414,15 +427,22 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         close(fd)
         fd = -1
         if options.keep > 0 {
+            // Shift only the files that exist (a large `keep` must not cost a rename per slot).
+            let present = rotatedFiles ?? {
+                var n = 0
+                while n < options.keep && (access("\(p).\(n + 1)", F_OK) == 0 || access("\(p).\(n + 1).gz", F_OK) == 0) { n += 1 }
+                return n
+            }()
             unlink("\(p).\(options.keep)")
             unlink("\(p).\(options.keep).gz")
             if options.keep > 1 {
-                for i in stride(from: options.keep - 1, through: 1, by: -1) {
+                for i in stride(from: min(present, options.keep - 1), through: 1, by: -1) {
                     rename("\(p).\(i)", "\(p).\(i + 1)")
                     rename("\(p).\(i).gz", "\(p).\(i + 1).gz")
                 }
             }
             rename(p, "\(p).1")
+            rotatedFiles = min(present + 1, options.keep)
             if options.gzip {
                 do {
                     try Gzip.compress(file: "\(p).1", to: "\(p).1.gz", write: { [options] in options.write($0, $1, $2) })

@@ -176,3 +176,27 @@ func expectSeqs(_ got: [Int], _ expected: Range<Int>, _ what: String, sourceLoca
         ?? "one is a prefix of the other"
     Issue.record("\(what): got \(got.count) seqs, expected \(expected.count) (\(expected)); \(detail)", sourceLocation: sourceLocation)
 }
+
+/// The type (and seq) of a record line, by prefix: cheap enough for readers that must keep up.
+enum QuickRecord: Equatable {
+    case classification(Int)
+    case dropped(count: Int, total: Int)
+    case end
+    case other
+
+    init(_ line: String) {
+        func int(after key: String) -> Int? {
+            guard let r = line.range(of: key) else { return nil }
+            return Int(line[r.upperBound...].prefix { $0.isNumber })
+        }
+        if line.hasPrefix("{\"type\":\"classification\"") {
+            self = .classification(int(after: "\"seq\":") ?? -1)
+        } else if line.hasPrefix("{\"type\":\"dropped\"") {
+            self = .dropped(count: int(after: "\"count\":") ?? -1, total: int(after: "\"total\":") ?? -1)
+        } else if line.hasPrefix("{\"type\":\"end\"") {
+            self = .end
+        } else {
+            self = .other
+        }
+    }
+}

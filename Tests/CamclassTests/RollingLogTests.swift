@@ -310,7 +310,10 @@ enum LogFiles {
         try log.start()
         let feeder = RecordFeeder(sinks: [log])
         // ~50 KB of records: 16 KiB fit on the disk, the writer holds up to 16 KiB, the buffer 16 KiB, the rest is lost.
-        for _ in 0..<160 { feeder.publish(top: [(1, 0.5), (2, 0.3)]) }
+        for _ in 0..<160 {
+            feeder.publish(top: [(1, 0.5), (2, 0.3)])
+            usleep(1000)  // a fast camera, not one burst: the writer drains as records come
+        }
         #expect(ProtocolTestEnv.waitUntil { log.currentStats.failing })
         #expect(log.currentStats.lastError?.contains("No space left") == true, "\(log.currentStats)")
         #expect(log.currentStats.lostRecords > 0)
