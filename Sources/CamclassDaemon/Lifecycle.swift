@@ -110,7 +110,10 @@ struct NotifyService: Service {
             lastTime = now
             let last = notifier.lastRecordMonotonicNs
             let idleNs = last == 0 ? 0 : now &- last
-            if last != 0 && idleNs > stallAfterNs {
+            if last == 0 {
+                // Not READY yet: a camera that is absent or not streaming keeps the unit activating.
+                notifier.notifier.send(SystemdNotifier.status(supervisor.statusLine(state: "starting: waiting for the first frame")))
+            } else if idleNs > stallAfterNs {
                 let seconds = ConsoleLine.fixed(Double(idleNs) / 1e9, 0)
                 if !stalled {
                     logger.warning("pipeline stalled: no classification published", metadata: ["pipeline.idle_s": "\(seconds)"])
