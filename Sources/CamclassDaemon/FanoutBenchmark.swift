@@ -31,6 +31,9 @@ public struct FanoutBenchmark {
         public var publishUs: [Double] = []
         /// The result thread's CPU time per record (stable label, encoding, both sinks), µs.
         public var resultCPUUs: [Double] = []
+        /// CPU per record of the daemon's own threads (`camclass-*`: capture, workers' waits,
+        /// result, socket, log) — all of it but the inference library's threads, µs.
+        public var ownCPUUs: [Double] = []
         /// The daemon's CPU time per published record (all its threads; not the benchmark's
         /// readers), µs: what a subscriber costs when inference is CPU-bound.
         public var daemonCPUUs: [Double] = []
@@ -62,6 +65,14 @@ public struct FanoutBenchmark {
         public var cpuRatio: Double {
             guard let a = rows.first.map({ median($0.daemonCPUUs) }), let b = rows.last.map({ median($0.daemonCPUUs) }), b > 0 else { return 0 }
             return a / b
+        }
+        /// The same from the daemon's own threads only: total CPU per record with the fewest
+        /// subscribers over that plus what the daemon's threads spend extra with the most.
+        /// Inference CPU (which varies with machine load) cancels out.
+        public var ownCPURatio: Double {
+            guard let first = rows.first, let last = rows.last else { return 0 }
+            let total = median(first.daemonCPUUs), extra = median(last.ownCPUUs) - median(first.ownCPUUs)
+            return total > 0 ? total / (total + max(0, extra)) : 0
         }
     }
 
@@ -98,6 +109,7 @@ public struct FanoutBenchmark {
                 rows[i].publishUs.append(r.publishUs)
                 rows[i].daemonCPUUs.append(r.daemonCPUUs)
                 rows[i].resultCPUUs.append(r.resultCPUUs)
+                rows[i].ownCPUUs.append(r.ownCPUUs)
                 rows[i].dropped += r.dropped
                 progress(String(format: "round %d: %2d subscribers: %.1f FPS, daemon %.0f µs CPU/record, socket thread %.1f µs", round,
                                 rows[i].subscribers, r.fps, r.daemonCPUUs, r.ioThreadUs))
@@ -157,6 +169,7 @@ public struct FanoutBenchmark {
         var publishUs: Double
         var daemonCPUUs: Double
         var resultCPUUs: Double
+        var ownCPUUs: Double
         var dropped: Int
     }
 
@@ -189,14 +202,14 @@ public struct FanoutBenchmark {
         let startCount = pipeline.counters.published
         let ioBefore = ThreadCPU.ns(named: "camclass-sock")
         let processBefore = ThreadCPU.processNs(), readersBefore = ThreadCPU.ns(named: "bench-subs")
-        let resultBefore = ThreadCPU.ns(named: "camclass-result")
+        let resultBefore = ThreadCPU.ns(named: "camclass-result"), ownBefore = ThreadCPU.ns(prefix: "camclass-")
         let stagesBefore = pipeline.stageTimes.snapshot()
         let start = Clock.monotonicNs()
         Clock.sleep(untilMonotonicNs: start + UInt64(self.options.secondsPerRun * 1e9))
         let counted = pipeline.counters.published - startCount
         let ioAfter = ThreadCPU.ns(named: "camclass-sock")
         let processAfter = ThreadCPU.processNs(), readersAfter = ThreadCPU.ns(named: "bench-subs")
-        let resultAfter = ThreadCPU.ns(named: "camclass-result")
+        let resultAfter = ThreadCPU.ns(named: "camclass-result"), ownAfter = ThreadCPU.ns(prefix: "camclass-")
         let stagesAfter = pipeline.stageTimes.snapshot()
         let elapsed = Double(Clock.monotonicNs() - start) / 1e9
         pipeline.stop()
@@ -209,7 +222,8 @@ public struct FanoutBenchmark {
         let daemonNs = Double(processAfter &- processBefore) - Double(readersAfter &- readersBefore)
         return Run(fps: Double(counted) / elapsed, ioThreadUs: counted > 0 ? Double(ioAfter &- ioBefore) / Double(counted) / 1000 : 0,
                    publishUs: publishMs * 1000, daemonCPUUs: counted > 0 ? daemonNs / Double(counted) / 1000 : 0,
-                   resultCPUUs: counted > 0 ? Double(resultAfter &- resultBefore) / Double(counted) / 1000 : 0, dropped: dropped)
+                   resultCPUUs: counted > 0 ? Double(resultAfter &- resultBefore) / Double(counted) / 1000 : 0,
+                   ownCPUUs: counted > 0 ? Double(ownAfter &- ownBefore) / Double(counted) / 1000 : 0, dropped: dropped)
     }
 }
 
@@ -252,7 +266,10 @@ enum ThreadCPU {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
-    static func ns(named name: String) -> UInt64 {
+    static func ns(named name: String) -> UInt64 { ns { $0 == name } }
+    static func ns(prefix: String) -> UInt64 { ns { $0.hasPrefix(prefix) } }
+
+    static func ns(where matches: (String) -> Bool) -> UInt64 {
         guard let dir = opendir("/proc/self/task") else { return 0 }
         defer { closedir(dir) }
         var total: UInt64 = 0
@@ -260,7 +277,7 @@ enum ThreadCPU {
             let tid = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
             guard tid.first?.isNumber == true,
                   let comm = DaemonConfig.readText("/proc/self/task/\(tid)/comm"),
-                  comm.trimmingCharacters(in: .newlines) == name,
+                  matches(comm.trimmingCharacters(in: .newlines)),
                   let sched = DaemonConfig.readText("/proc/self/task/\(tid)/schedstat"),
                   let onCPU = sched.split(separator: " ").first.flatMap({ UInt64($0) }) else { continue }
             total += onCPU  // nanoseconds on the CPU (schedstat's first field)
