@@ -31,6 +31,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     private let intake = CameraFrameIntake()
     private var counters: CameraCounters { intake.counters }
     private let published = Mutex<NegotiatedFormat?>(nil)
+    private let lostFlag = Atomic<Bool>(false)
+    private let activity = Atomic<UInt64>(0)
 
     // Capture-thread state.
     private var device: V4L2Device?
@@ -67,6 +69,14 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     /// The format currently negotiated (nil while the camera is lost and before `prepare`).
     public var format: NegotiatedFormat? { published.withLock { $0 } }
 
+    /// The camera is gone and being re-opened (no frames meanwhile, by design).
+    public var isLost: Bool { lostFlag.load(ordering: .relaxed) }
+
+    /// CLOCK_MONOTONIC of the capture thread's last sign of life: a frame, or a re-open attempt
+    /// while the camera is lost. A watchdog can tell "unplugged, retrying" (recent) from a thread
+    /// stuck in the driver (old) — classifications alone stop in both cases.
+    public var lastActivityNs: UInt64 { activity.load(ordering: .relaxed) }
+
     /// Opens and negotiates, fixing `maxFrameSize`. A camera that is absent is waited for later.
     /// - Throws: `CameraError` for everything waiting cannot fix: permission denied, busy, not a
     ///   capture device, no usable format.
@@ -100,6 +110,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             }
         }
         guard device != nil else {
+            lostFlag.store(true, ordering: .relaxed)
+            activity.store(Clock.monotonicNs(), ordering: .relaxed)
             counters.losses.add(1, ordering: .relaxed)
             emit(CameraStateChange(state: .lost, source: options.path, reason: lostReason, format: nil, downtimeNs: nil,
                              monotonicNs: lostAtNs ?? Clock.monotonicNs(), realtimeNs: Clock.realtimeNs()))
@@ -143,16 +155,21 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
                 guard reconnect() else { return false }
                 continue
             }
+            let pollError: Bool
             switch waitReadable(fd) {
             case .stop: return false
             case .timeout: checkStall(); continue
-            case .ready: break
+            case .ready(let error): pollError = error
             }
             var buf = v4l2_buffer()
             buf.type = CV4L2_BUF_TYPE_VIDEO_CAPTURE
             buf.memory = CV4L2_MEMORY_MMAP
             let e = device?.dequeue(&buf) ?? ENODEV
-            if e == EAGAIN { continue }  // woken without a frame (spurious, or an error poll reports next)
+            if e == EAGAIN {
+                // A spurious wake-up; but an error poll with nothing to dequeue would spin.
+                if pollError { markLost("poll reported an error on the camera (POLLERR/POLLHUP)") }
+                continue
+            }
             if e != 0 {
                 // ENODEV (unplugged), EIO (fatal stream error), EINVAL (unbound while queued), …
                 markLost("VIDIOC_DQBUF: \(String(cString: strerror(e)))")
@@ -160,6 +177,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             }
             let now = Clock.monotonicNs()
             lastFrameNs = now
+            activity.store(now, ordering: .relaxed)
             if stallReported {
                 stallReported = false
                 logger.info("camera frames resumed after a stall", metadata: ["camera.path": "\(options.path)"])
@@ -189,7 +207,12 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         return false
     }
 
-    private enum Readiness { case ready, timeout, stop }
+    private enum Readiness {
+        /// A frame, or an error (POLLERR/POLLHUP: DQBUF then says which: EIO, ENODEV, …).
+        case ready(error: Bool)
+        case timeout
+        case stop
+    }
 
     /// Blocks in poll() until a frame (or an error) is ready, the stall timeout passes, or
     /// `requestStop` writes the wake-up fd.
@@ -202,8 +225,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
                 if n < 0 && errno == EINTR { continue }
                 if fds[1].revents != 0 || stopRequested.load(ordering: .relaxed) { return .stop }
                 if n == 0 { return .timeout }
-                // POLLIN, or POLLERR/POLLHUP: DQBUF then says what happened (EIO, ENODEV, …).
-                return .ready
+                let bad = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
+                return .ready(error: n < 0 || fds[0].revents & bad != 0)
             }
         }
     }
@@ -237,7 +260,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         }
         if !timestampFallbackLogged {
             timestampFallbackLogged = true
-            logger.info("camera timestamps are not CLOCK_MONOTONIC; using the dequeue time", metadata: [
+            logger.info("camera timestamps are not plausible CLOCK_MONOTONIC times; using the dequeue time", metadata: [
                 "camera.path": "\(options.path)", "camera.buffer_flags": "0x\(String(buf.flags, radix: 16))",
                 "camera.timestamp": "\(buf.timestamp.tv_sec).\(buf.timestamp.tv_usec)", "camera.now_ns": "\(now)"])
         }
@@ -275,6 +298,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         lostAtNs = now
         lostReason = reason
         retryError = ""
+        lostFlag.store(true, ordering: .relaxed)
+        activity.store(now, ordering: .relaxed)
         counters.losses.add(1, ordering: .relaxed)
         logger.warning("camera lost", metadata: ["camera.path": "\(options.path)", "camera.reason": "\(reason)"])
         emit(CameraStateChange(state: .lost, source: options.path, reason: reason, format: nil, downtimeNs: nil,
@@ -287,6 +312,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         var delayMs = 0
         while !stopRequested.load(ordering: .relaxed) {
             if delayMs > 0 && sleepUnlessStopped(ms: delayMs) { return false }
+            activity.store(Clock.monotonicNs(), ordering: .relaxed)
             do throws(CameraError) {
                 try negotiate()
                 try startStream()
@@ -393,7 +419,9 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         negotiated?.buffers = granted
         published.withLock { $0 = negotiated }
         intake.streamRestarted()
+        lostFlag.store(false, ordering: .relaxed)
         lastFrameNs = Clock.monotonicNs()
+        activity.store(lastFrameNs, ordering: .relaxed)
         stallReported = false
     }
 

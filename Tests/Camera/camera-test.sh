@@ -28,6 +28,7 @@ for b in camclassd camclass; do
     [ -x "$CAMCLASS_BIN/$b" ] || fail "$CAMCLASS_BIN/$b is missing (make build)"
 done
 [ -f models/efficientnet_lite0.model.yaml ] || fail "the default model is missing (make models)"
+[ -f Tests/StandIns/malloc_count.so ] || fail "Tests/StandIns/malloc_count.so is missing (make standin)"
 
 "$REPO/tools/vivid-vm/setup.sh" || fail "tools/vivid-vm/setup.sh could not prepare the VM (see above)"
 
