@@ -32,10 +32,18 @@ done
 
 "$REPO/tools/vivid-vm/setup.sh" || fail "tools/vivid-vm/setup.sh could not prepare the VM (see above)"
 
+# One VM at a time on the machine (run.sh's lock), taken before the results directory is cleared:
+# another run of this test may be using it.
+LOCKFILE="${VIVID_VM_LOCK:-/tmp/vivid-vm.lock}"
+exec 9>>"$LOCKFILE" || fail "cannot open $LOCKFILE"
+if ! flock -n 9; then
+    echo "camera test: another VM is running; waiting for $LOCKFILE"
+    flock 9 || fail "flock $LOCKFILE failed"
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT" || fail "cannot create $OUT"
 START=$(date +%s)
-"$REPO/tools/vivid-vm/run.sh" --timeout 900 --share "$OUT" --env CAMCLASSD_OPENVINO_LIB --env CAMCLASS_BIN \
+"$REPO/tools/vivid-vm/run.sh" --no-lock --timeout 900 --share "$OUT" --env CAMCLASSD_OPENVINO_LIB --env CAMCLASS_BIN \
     -- bash Tests/Camera/vm-scenario.sh >"$OUT/vm-output.txt" 2>&1
 RC=$?
 echo "vivid VM: exit $RC after $(( $(date +%s) - START )) s (guest output: $OUT/vm-output.txt)"
