@@ -48,12 +48,26 @@ struct Subscribe: ParsableCommand {
             Console.err("camclass: cannot connect to camclassd at \(socket): \(error) (is the daemon running? see --socket)\n")
             throw ExitCode(69)
         }
+        // Records already on their way when the daemon reads the request are not filtered: with a
+        // filter, skip records until its `subscribed` reply (an `error` reply ends the command).
+        var filtered = true
         if let request = CamclassClient.subscribeRequest(minScore: minScore, classes: classes, labels: labels, topK: topK, everyN: everyN,
                                                          maxRateHz: maxRate, events: events, eventsOnly: eventsOnly) {
             try connection.send(line: request)
+            filtered = false
         }
         var seen = 0
         while let line = try connection.readLine() {
+            if !filtered {
+                if line.hasPrefix("{\"type\":\"subscribed\"") {
+                    filtered = true
+                } else if line.hasPrefix("{\"type\":\"error\"") {
+                    Console.err("camclass: \(HumanLine.format(jsonLine: line))\n")
+                    throw ExitCode(64)
+                } else if !line.hasPrefix("{\"type\":\"hello\"") {
+                    continue
+                }
+            }
             if json {
                 Console.out(line + "\n")
             } else {

@@ -330,7 +330,7 @@ enum LogFiles {
     }
 
     @Test func fsyncPolicies() throws {
-        func run(_ policy: FsyncPolicy) throws -> RollingLog.Stats {
+        func run(_ policy: FsyncPolicy, idleAtEndMs: UInt32 = 0) throws -> (RollingLog.Stats, beforeStop: RollingLog.Stats) {
             let dir = TestEnv.tempDir("fsync")
             defer { try? FileManager.default.removeItem(atPath: dir) }
             var o = RollingLogOptions(path: dir + "/c.log")
@@ -344,15 +344,20 @@ enum LogFiles {
                 feeder.publish(top: [(1, 0.5)])
                 usleep(200)
             }
+            #expect(Self.waitWritten(log, 200))
+            usleep(idleAtEndMs * 1000)
+            let beforeStop = log.currentStats
             log.stop()
-            return log.currentStats
+            return (log.currentStats, beforeStop)
         }
-        let never = try run(.never), rotation = try run(.rotation), always = try run(.always)
+        let never = try run(.never).0, rotation = try run(.rotation).0, always = try run(.always).0
         #expect(never.fsyncs == 0)
         #expect(rotation.fsyncs == rotation.rotations + 1, "\(rotation)")
         #expect(always.fsyncs > rotation.fsyncs, "\(always)")
-        let interval = try run(.interval(ms: 5))
-        #expect(interval.fsyncs > interval.rotations + 1, "\(interval)")
+        // `interval`: a file written to is fsynced within the interval even when records stop
+        // coming (here: 200 ms idle, a 20 ms interval), not only at rotation and close.
+        let (_, idle) = try run(.interval(ms: 20), idleAtEndMs: 200)
+        #expect(idle.fsyncs >= idle.rotations + 1, "\(idle)")
     }
 
     /// `camclass tail`'s follower: all records once, in order, across many rotations, even when

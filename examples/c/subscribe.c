@@ -15,6 +15,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* Does the record line start with this prefix (a string literal)? */
+#define IS(line, prefix) (strncmp((line), (prefix), sizeof(prefix) - 1) == 0)
+
 int main(int argc, char **argv) {
     const char *path = argc > 1 ? argv[1] : "/run/camclassd/camclassd.sock";
     long limit = argc > 2 ? strtol(argv[2], NULL, 10) : 0;  /* classification records; 0 = forever */
@@ -35,6 +38,7 @@ int main(int argc, char **argv) {
     char buf[1 << 16];
     size_t have = 0;
     long seen = 0;
+    int filtered = 0;  /* records before the "subscribed" reply are not filtered yet: skip them */
     for (;;) {
         ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n < 0 && errno == EINTR) continue;
@@ -43,9 +47,11 @@ int main(int argc, char **argv) {
         char *start = buf, *nl;
         while ((nl = memchr(start, '\n', have - (size_t)(start - buf))) != NULL) {
             *nl = '\0';
+            if (!filtered && IS(start, "{\"type\":\"subscribed\"")) filtered = 1;
+            if (!filtered && IS(start, "{\"type\":\"error\"")) { fprintf(stderr, "%s\n", start); return 64; }
+            if (!filtered && !IS(start, "{\"type\":\"hello\"")) { start = nl + 1; continue; }
             printf("%s\n", start);               /* one complete JSON record */
-            static const char classification[] = "{\"type\":\"classification\"";
-            if (strncmp(start, classification, sizeof classification - 1) == 0 && limit > 0 && ++seen >= limit) {
+            if (IS(start, "{\"type\":\"classification\"") && limit > 0 && ++seen >= limit) {
                 fflush(stdout);
                 close(fd);
                 return 0;

@@ -79,10 +79,18 @@ def main():
     if args.events is not None: f["events"] = [] if args.events == "none" else args.events.split(",")
     if f:
         send(sock, {"subscribe": f})
+    # Records already on their way when the daemon reads the request are not filtered: with a
+    # filter, skip records until the "subscribed" reply.
+    filtered = not f
 
     seen = 0
     for r in records:
         t = r["type"]
+        if not filtered:
+            if t == "error":
+                sys.exit(f"camclassd refused the filter: {r['error']}")
+            filtered = t == "subscribed"
+            continue
         if args.json:
             print(json.dumps(r), flush=True)
         elif t == "classification":
