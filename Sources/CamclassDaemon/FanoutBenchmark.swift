@@ -34,6 +34,9 @@ public struct FanoutBenchmark {
         /// CPU per record of the daemon's own threads (`camclass-*`: capture, workers' waits,
         /// result, socket, log) — all of it but the inference library's threads, µs.
         public var ownCPUUs: [Double] = []
+        /// CPU per record of the benchmark's readers (one thread for all subscribers; it shares
+        /// the machine's cores with the daemon, as real subscribers would), µs.
+        public var readersCPUUs: [Double] = []
         /// The daemon's CPU time per published record (all its threads; not the benchmark's
         /// readers), µs: what a subscriber costs when inference is CPU-bound.
         public var daemonCPUUs: [Double] = []
@@ -110,6 +113,7 @@ public struct FanoutBenchmark {
                 rows[i].daemonCPUUs.append(r.daemonCPUUs)
                 rows[i].resultCPUUs.append(r.resultCPUUs)
                 rows[i].ownCPUUs.append(r.ownCPUUs)
+                rows[i].readersCPUUs.append(r.readersCPUUs)
                 rows[i].dropped += r.dropped
                 progress(String(format: "round %d: %2d subscribers: %.1f FPS, daemon %.0f µs CPU/record, socket thread %.1f µs", round,
                                 rows[i].subscribers, r.fps, r.daemonCPUUs, r.ioThreadUs))
@@ -170,6 +174,7 @@ public struct FanoutBenchmark {
         var daemonCPUUs: Double
         var resultCPUUs: Double
         var ownCPUUs: Double
+        var readersCPUUs: Double
         var dropped: Int
     }
 
@@ -223,7 +228,8 @@ public struct FanoutBenchmark {
         return Run(fps: Double(counted) / elapsed, ioThreadUs: counted > 0 ? Double(ioAfter &- ioBefore) / Double(counted) / 1000 : 0,
                    publishUs: publishMs * 1000, daemonCPUUs: counted > 0 ? daemonNs / Double(counted) / 1000 : 0,
                    resultCPUUs: counted > 0 ? Double(resultAfter &- resultBefore) / Double(counted) / 1000 : 0,
-                   ownCPUUs: counted > 0 ? Double(ownAfter &- ownBefore) / Double(counted) / 1000 : 0, dropped: dropped)
+                   ownCPUUs: counted > 0 ? Double(ownAfter &- ownBefore) / Double(counted) / 1000 : 0,
+                   readersCPUUs: counted > 0 ? Double(readersAfter &- readersBefore) / Double(counted) / 1000 : 0, dropped: dropped)
     }
 }
 

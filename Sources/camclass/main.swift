@@ -179,12 +179,12 @@ struct BenchFanout: ParsableCommand {
         let logger = Logger(label: "camclass", factory: { _ in SwiftLogNoOpLogHandler() })
         let r = try FanoutBenchmark(config: c, options: o, logger: logger).run { Console.out($0 + "\n") }
         Console.out("engine: \(r.engine)\n")
-        Console.out("subscribers  FPS (median)  vs first  daemon CPU/rec  own threads CPU/rec  socket thread CPU/rec  result thread CPU/rec (wall)  lost  runs\n")
+        Console.out("subscribers  FPS (median)  vs first  daemon CPU/rec  own threads CPU/rec  socket thread CPU/rec  result thread CPU/rec (wall)  readers CPU/rec  lost  runs\n")
         let base = r.rows.first?.fpsMedian ?? 0
         for row in r.rows {
-            Console.out(String(format: "%11d  %12.1f  %8.3f  %11.0f µs  %16.1f µs  %18.1f µs  %14.1f µs (%5.1f µs)  %4d  [%@]\n", row.subscribers,
+            Console.out(String(format: "%11d  %12.1f  %8.3f  %11.0f µs  %16.1f µs  %18.1f µs  %14.1f µs (%5.1f µs)  %12.1f µs  %4d  [%@]\n", row.subscribers,
                                row.fpsMedian, base > 0 ? row.fpsMedian / base : 0, median(row.daemonCPUUs), median(row.ownCPUUs),
-                               median(row.ioThreadUs), median(row.resultCPUUs), median(row.publishUs), row.dropped,
+                               median(row.ioThreadUs), median(row.resultCPUUs), median(row.publishUs), median(row.readersCPUUs), row.dropped,
                                row.fps.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
         }
         Console.out(String(format: "fps with %d subscribers / with %d: measured %.3f (medians), %.3f (same-round pairs); " +
