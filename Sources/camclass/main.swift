@@ -198,7 +198,7 @@ struct BenchFanout: ParsableCommand {
                 "rows": r.rows.map { ["subscribers": $0.subscribers, "fps": $0.fpsMedian, "fps_runs": $0.fps,
                                       "socket_thread_us_per_record": median($0.ioThreadUs), "publish_us_per_record": median($0.publishUs),
                                       "daemon_cpu_us_per_record": median($0.daemonCPUUs), "result_thread_cpu_us_per_record": median($0.resultCPUUs),
-                                      "own_threads_cpu_us_per_record": median($0.ownCPUUs),
+                                      "own_threads_cpu_us_per_record": median($0.ownCPUUs), "readers_cpu_us_per_record": median($0.readersCPUUs),
                                       "lost": $0.dropped] as [String: Any] },
             ]
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
