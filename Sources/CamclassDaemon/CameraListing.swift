@@ -114,14 +114,7 @@ public enum CameraProbe {
 
     /// `run` with the camera settings of `config`: the report, and whether frames came.
     public static func stream(path: String, config: DaemonConfig, frames: Int, logger: Logger) -> (text: String, ok: Bool) {
-        var o = CameraOptions(path: path)
-        o.width = config.cameraWidth
-        o.height = config.cameraHeight
-        o.fps = config.cameraFPS
-        o.formats = config.cameraFormats.compactMap(CameraPixelFormat.init(configName:))
-        o.buffers = config.cameraBuffers
-        o.raw = config.cameraRaw
-        o.stallTimeoutMs = config.cameraStallTimeoutMs
+        let o = config.cameraOptions(path: path)
         let r = run(options: o, frames: frames, logger: logger)
         return (report(r, path: path), r.error == nil && r.frames == frames)
     }

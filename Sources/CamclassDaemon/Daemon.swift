@@ -265,18 +265,25 @@ func isCameraPath(_ path: String) -> Bool {
     return path.hasPrefix("/dev/")
 }
 
+extension DaemonConfig {
+    /// The `camera.*` settings as capture options for the camera at `path`.
+    func cameraOptions(path: String) -> CameraOptions {
+        var o = CameraOptions(path: path)
+        o.width = cameraWidth
+        o.height = cameraHeight
+        o.fps = cameraFPS
+        o.formats = cameraFormats.compactMap(CameraPixelFormat.init(configName:))
+        o.buffers = cameraBuffers
+        o.raw = cameraRaw
+        o.backoffMaxMs = cameraBackoffMaxMs
+        o.stallTimeoutMs = cameraStallTimeoutMs
+        return o
+    }
+}
+
 /// Opens and negotiates the camera now, so the pipeline's pool gets the negotiated frame size.
 func makeCamera(path: String, config: DaemonConfig, logger: Logger) throws -> V4L2Camera {
-    var o = CameraOptions(path: path)
-    o.width = config.cameraWidth
-    o.height = config.cameraHeight
-    o.fps = config.cameraFPS
-    o.formats = config.cameraFormats.compactMap(CameraPixelFormat.init(configName:))
-    o.buffers = config.cameraBuffers
-    o.raw = config.cameraRaw
-    o.backoffMaxMs = config.cameraBackoffMaxMs
-    o.stallTimeoutMs = config.cameraStallTimeoutMs
-    let camera = V4L2Camera(options: o, logger: logger)
+    let camera = V4L2Camera(options: config.cameraOptions(path: path), logger: logger)
     do { try camera.prepare() } catch {
         if case .permissionDenied = error { throw StartupError(message: "\(error)", exitCode: StartupError.noPermission) }
         throw StartupError(message: "\(error)", exitCode: StartupError.unavailable)

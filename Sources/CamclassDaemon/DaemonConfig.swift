@@ -1,6 +1,7 @@
 import Capture
 import Foundation
 import Glibc
+import Support
 import Yams
 
 /// Every setting of the daemon, with the defaults that apply when neither the config file nor
@@ -158,20 +159,7 @@ extension DaemonConfig {
         }
     }
 
-    static func readText(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 8192)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    static func readText(_ path: String) -> String? { readTextFile(path) }
 }
 
 private struct Parser {

@@ -1,4 +1,5 @@
 import Glibc
+import Support
 import Yams
 
 /// One model the catalogue knows (`config/models.yaml`): its board file and reference figures.
@@ -129,20 +130,7 @@ public struct ModelCatalogue: Sendable, Equatable {
         return String(s.filter { $0.isLetter || $0.isNumber })
     }
 
-    static func readText(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var bytes = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    static func readText(_ path: String) -> String { readTextFile(path) ?? "" }
 }
 
 /// A model found on disk (a sidecar, a BPU `.bin` or an ONNX/IR network).

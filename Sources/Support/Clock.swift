@@ -39,3 +39,20 @@ public enum Console {
         }
     }
 }
+
+/// Reads a whole (small) file as UTF-8 text, retrying EINTR; nil when it cannot be opened.
+/// For configuration, sidecars and catalogues — start-up work, never the per-frame path.
+public func readTextFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes = [UInt8]()
+    var buf = [UInt8](repeating: 0, count: 16384)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        bytes += buf[0..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
