@@ -1,8 +1,25 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// One module per stage (Capture, ImageOps, Inference, Pipeline, Publishing), thin C modules for the
-// libraries they wrap, and two executables that only parse arguments and call `buildDaemon(config:)`.
+// The module graph is the architecture (arrows: imports):
+//
+//   Support ← WireFormat ← Publishing ─┐
+//      ↑         ↑  ↖ Client ──────────┤
+//   ImageOps ← Capture ← Pipeline ─────┼── CamclassDaemon ← camclassd
+//      ↑       Inference ↗             └── CamclassTools  ← camclass (also Client)
+//
+// - One module per stage: Capture (V4L2, replay, frame pool), ImageOps (libyuv, libjpeg-turbo),
+//   Inference (OpenVINO, hbDNN), Pipeline (queue, workers, ordering, stable labels), Publishing
+//   (the daemon's sinks: Unix socket publisher, rolling log).
+// - WireFormat: protocol v1 as bytes — record encoders, request parser, hello/status — shared by the
+//   daemon's publisher and the client side.
+// - Client: what talks to a running daemon (socket connection, request/reply, log follower).
+// - CamclassDaemon: configuration, `buildDaemon(config:)`, the supervisor and reload, services,
+//   systemd notification and logging — what `camclassd` needs and nothing else.
+// - CamclassTools: benchmarks, eval, model table, camera listing and their reports.
+// - Thin C modules: shim headers over system libraries; the inference libraries are dlopened, so the
+//   build needs neither OpenVINO nor libdnn.so.
+// Executables only parse arguments and wire.
 let package = Package(
     name: "camclassd",
     platforms: [.macOS(.v15)],
@@ -23,13 +40,15 @@ let package = Package(
         .systemLibrary(name: "CYUV", providers: [.apt(["libyuv-dev"])]),
         .systemLibrary(name: "CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // C: run-time loaded inference libraries (dlopen), so the build needs neither.
         .target(name: "COpenVINO", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CHBDNN", linkerSettings: [.linkedLibrary("dl")]),
 
-        // Swift: one module per stage, plus the threads/clocks/syscall helpers they share.
-        .target(name: "Support"),
-        .target(name: "ImageOps", dependencies: ["CTurboJPEG", "CYUV"]),
+        // Swift: threads, locks, clocks, the syscall helper, exit statuses, config reading.
+        .target(name: "Support", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        // The stages.
+        .target(name: "ImageOps", dependencies: ["CTurboJPEG", "CYUV", "Support"]),
         .target(name: "Capture", dependencies: [
             "ImageOps", "Support", "CV4L2", .product(name: "Logging", package: "swift-log"),
         ]),
@@ -37,31 +56,42 @@ let package = Package(
             "ImageOps", "Support", "COpenVINO", "CHBDNN", .product(name: "Logging", package: "swift-log"),
             "Yams",
         ]),
-        .target(name: "Publishing", dependencies: ["Support", "CZlib", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "WireFormat", dependencies: ["Support"]),
         .target(name: "Pipeline", dependencies: [
-            "Capture", "ImageOps", "Inference", "Publishing", "Support",
+            "Capture", "ImageOps", "Inference", "WireFormat", "Support",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        .target(name: "Publishing", dependencies: [
+            "WireFormat", "Support", "CZlib", .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The client side of protocol v1 and the log.
+        .target(name: "Client", dependencies: ["WireFormat", "Support", "CZlib"]),
+        // Assembly of the daemon, and the tools.
         .target(name: "CamclassDaemon", dependencies: [
-            "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "Yams",
+            "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "WireFormat", "Support", "CCrypto", "Yams",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
+        .target(name: "CamclassTools", dependencies: [
+            "CamclassDaemon", "Client", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "WireFormat", "Support",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // Executables: argument parsing and wiring only.
         .executableTarget(name: "camclassd", dependencies: [
-            "CamclassDaemon", "Inference", "Publishing", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CamclassDaemon", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "camclass", dependencies: [
-            "CamclassDaemon", "Inference", "Publishing", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CamclassTools", "CamclassDaemon", "Client", "Inference", "Support",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "CamclassTests", dependencies: [
-            "CamclassDaemon", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "Support",
-            "CTurboJPEG", "CYUV",
+            "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing",
+            "WireFormat", "Support", "CTurboJPEG", "CYUV",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -1,3 +1,4 @@
+import WireFormat
 import Capture
 import Publishing
 

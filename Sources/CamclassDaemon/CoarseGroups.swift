@@ -1,3 +1,4 @@
+import Support
 import Foundation
 import Glibc
 import Yams
@@ -15,7 +16,7 @@ public enum CoarseGroups {
             tried.append(data + "/" + (path.split(separator: "/").last.map(String.init) ?? path))
         }
         for candidate in tried {
-            if let text = DaemonConfig.readText(candidate) { return try parse(yaml: text, file: candidate, classes: classes) }
+            if let text = readTextFile(candidate) { return try parse(yaml: text, file: candidate, classes: classes) }
         }
         throw ConfigError(file: path, key: "stable.groups", value: path,
                           reason: "cannot read the coarse-groups file (tried \(tried.joined(separator: ", "))); fix stable.groups or set it to \"\"")

@@ -1,3 +1,4 @@
+import WireFormat
 import Capture
 import Glibc
 import ImageOps
@@ -215,7 +216,7 @@ func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSou
                                   sinks: sinks, options: options, logger: logger, onResult: observer)
 }
 
-func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, logger: Logger) throws -> any InferenceEngine {
+package func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, logger: Logger) throws -> any InferenceEngine {
     switch config.backend {
     case "openvino":
         var o = OpenVINOOptions()
@@ -267,7 +268,7 @@ func isCameraPath(_ path: String) -> Bool {
 
 extension DaemonConfig {
     /// The `camera.*` settings as capture options for the camera at `path`.
-    func cameraOptions(path: String) -> CameraOptions {
+    package func cameraOptions(path: String) -> CameraOptions {
         var o = CameraOptions(path: path)
         o.width = cameraWidth
         o.height = cameraHeight

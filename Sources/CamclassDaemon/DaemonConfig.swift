@@ -331,3 +331,12 @@ private struct Parser {
         }
     }
 }
+
+extension DaemonConfig {
+    /// The configuration `camclassd` reads: `file`, else the system file when present, else defaults.
+    public static func resolve(file: String?) throws -> DaemonConfig {
+        if let file { return try load(file: file) }
+        if access(systemFile, R_OK) == 0 { return try load(file: systemFile) }
+        return DaemonConfig()
+    }
+}

@@ -1,3 +1,4 @@
+import WireFormat
 import Glibc
 import Logging
 import Publishing

@@ -1,3 +1,4 @@
+import WireFormat
 import Glibc
 import Logging
 import Pipeline
@@ -114,7 +115,7 @@ struct NotifyService: Service {
                 // Not READY yet: a camera that is absent or not streaming keeps the unit activating.
                 notifier.notifier.send(SystemdNotifier.status(supervisor.statusLine(state: "starting: waiting for the first frame")))
             } else if idleNs > stallAfterNs {
-                let seconds = ConsoleLine.fixed(Double(idleNs) / 1e9, 0)
+                let seconds = String(fixed: Double(idleNs) / 1e9, decimals: 0)
                 if !stalled {
                     logger.warning("pipeline stalled: no classification published", metadata: ["pipeline.idle_s": "\(seconds)"])
                 }

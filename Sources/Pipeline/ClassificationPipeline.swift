@@ -3,7 +3,7 @@ import Glibc
 import ImageOps
 import Inference
 import Logging
-import Publishing
+import WireFormat
 import Support
 import Synchronization
 

@@ -1,4 +1,4 @@
-import Publishing
+import WireFormat
 import Support
 
 /// Per-stage latencies of the last N seconds for `status`: a fixed-size ring of samples written

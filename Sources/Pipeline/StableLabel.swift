@@ -1,4 +1,4 @@
-import Publishing
+import WireFormat
 
 public struct StableLabelOptions: Sendable, Equatable {
     /// EWMA span in frames: each frame moves a label's smoothed score by α = 2 / (N + 1) towards

@@ -1,3 +1,4 @@
+import WireFormat
 import CZlib
 import Glibc
 import Support

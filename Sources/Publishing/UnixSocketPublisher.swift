@@ -1,3 +1,4 @@
+import WireFormat
 import Glibc
 import Logging
 import Support
@@ -151,27 +152,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         deinit { input.deallocate() }
     }
 
-    public struct SubscriberStats: Sendable, Equatable {
-        public var id: Int
-        public var delivered: Int
-        public var dropped: Int
-        public var buffered: Int
-        /// Records the subscriber's filter skipped (not losses).
-        public var filtered: Int = 0
-        public var requests: Int = 0
-        public var connectedSeconds: Double = 0
-
-        public init(id: Int, delivered: Int, dropped: Int, buffered: Int, filtered: Int = 0, requests: Int = 0,
-                    connectedSeconds: Double = 0) {
-            self.id = id
-            self.delivered = delivered
-            self.dropped = dropped
-            self.buffered = buffered
-            self.filtered = filtered
-            self.requests = requests
-            self.connectedSeconds = connectedSeconds
-        }
-    }
+    public typealias SubscriberStats = WireFormat.SubscriberStats
 
     public init(options: SocketOptions, logger: Logger) {
         self.options = options
@@ -248,19 +229,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
                                                    "socket.protocol": "\(CamclassProtocol.version)"])
     }
 
-    static func address(_ path: String) throws -> sockaddr_un {
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw SystemCallError("socket path too long (\(bytes.count) bytes, max 107)", errno: ENAMETOOLONG)
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        return addr
-    }
+    static func address(_ path: String) throws -> sockaddr_un { try unixSocketAddress(path) }
 
     static func someoneListens(_ path: String) -> Bool {
         guard var addr = try? address(path) else { return false }

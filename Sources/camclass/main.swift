@@ -1,9 +1,11 @@
+import Client
+import CamclassTools
 import ArgumentParser
 import CamclassDaemon
 import Foundation
 import Inference
 import Logging
-import Publishing
+import WireFormat
 import Support
 
 /// camclass: the client and tools. Subcommands parse flags and call library code.
@@ -133,7 +135,7 @@ struct Tail: ParsableCommand {
     var json = false
 
     func run() throws {
-        let path = try CamclassClient.logPath(log: log, config: config)
+        let path = try log ?? DaemonConfig.resolve(file: config).logPath
         if noFollow && access(path, R_OK) != 0 {
             Console.err("camclass: cannot read the log '\(path)': \(String(cString: strerror(errno))) (see --log)\n")
             throw ExitCode(66)

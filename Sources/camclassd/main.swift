@@ -3,7 +3,7 @@ import CamclassDaemon
 import Glibc
 import Inference
 import Logging
-import Publishing
+import WireFormat
 import Support
 
 /// camclassd: parses flags, loads the config, calls `buildDaemon(config:)` and runs it.

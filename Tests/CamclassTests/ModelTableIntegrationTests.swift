@@ -1,3 +1,7 @@
+import Publishing
+import CamclassTools
+import Client
+import WireFormat
 import CamclassDaemon
 import Foundation
 import Inference

@@ -1,3 +1,7 @@
+import CamclassDaemon
+import CamclassTools
+import Client
+import WireFormat
 import Capture
 import Foundation
 import Glibc

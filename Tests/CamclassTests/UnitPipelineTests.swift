@@ -1,3 +1,6 @@
+import CamclassTools
+import Client
+import WireFormat
 import CamclassDaemon
 import Capture
 import Foundation

@@ -1,3 +1,4 @@
+import WireFormat
 import Capture
 import Glibc
 import ImageOps
@@ -283,7 +284,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
         return outcome
     }
 
-    static func ms(_ v: Double) -> String { ConsoleLine.fixed(v, 1) }
+    static func ms(_ v: Double) -> String { String(fixed: v, decimals: 1) }
 
     private func applyReload() -> ReloadOutcome {
         guard let configProvider else {
@@ -447,7 +448,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
         var s = state
         if let fps {
             let c = totalCounters
-            s += ", \(ConsoleLine.fixed(fps, 1)) fps, \(c.published) classified, \(c.droppedTotal) dropped"
+            s += ", \(String(fixed: fps, decimals: 1)) fps, \(c.published) classified, \(c.droppedTotal) dropped"
         }
         s += "; model \(parts.model.name) on \(parts.engine.info.backend)"
         s += " \(parts.engine.info.device); source \(source.name)"

@@ -63,7 +63,7 @@ public struct StatusReport: Sendable, Equatable {
     public var published = 0
     public var drops = Drops()
     public var stableLabel: String?
-    public var subscribers: [UnixSocketPublisher.SubscriberStats] = []
+    public var subscribers: [SubscriberStats] = []
     public var log = Log()
 
     public init() {}
@@ -170,5 +170,28 @@ public struct StatusReport: Sendable, Equatable {
         if let e = log.lastError { w.jsonString(e) } else { w.ascii("null") }
         w.ascii("}}\n")
         return Array(w.bytes)
+    }
+}
+
+/// One subscriber as `status` reports it (kept by the socket publisher's I/O thread).
+public struct SubscriberStats: Sendable, Equatable {
+    public var id: Int
+    public var delivered: Int
+    public var dropped: Int
+    public var buffered: Int
+    /// Records the subscriber's filter skipped (not losses).
+    public var filtered: Int = 0
+    public var requests: Int = 0
+    public var connectedSeconds: Double = 0
+
+    public init(id: Int, delivered: Int, dropped: Int, buffered: Int, filtered: Int = 0, requests: Int = 0,
+                connectedSeconds: Double = 0) {
+        self.id = id
+        self.delivered = delivered
+        self.dropped = dropped
+        self.buffered = buffered
+        self.filtered = filtered
+        self.requests = requests
+        self.connectedSeconds = connectedSeconds
     }
 }

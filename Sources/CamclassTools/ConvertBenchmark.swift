@@ -1,3 +1,6 @@
+import Client
+import CamclassDaemon
+import WireFormat
 import Capture
 import Glibc
 import ImageOps
@@ -71,8 +74,8 @@ public struct ConvertBenchmark {
     public static func format(_ r: Row) -> String {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
         return pad(r.format.rawValue, 6) + pad("\(r.width)x\(r.height)", 11) + pad("\(r.inputBytes / 1024) KiB", 10)
-            + pad(ConsoleLine.fixed(r.libraryMs, 3) + " ms", 12) + pad(ConsoleLine.fixed(r.naiveMs, 3) + " ms", 12)
-            + ConsoleLine.fixed(r.gain, 1) + "x"
+            + pad(String(fixed: r.libraryMs, decimals: 3) + " ms", 12) + pad(String(fixed: r.naiveMs, decimals: 3) + " ms", 12)
+            + String(fixed: r.gain, decimals: 1) + "x"
     }
 
     public static let header = "input size       frame     libyuv      naive Swift gain"

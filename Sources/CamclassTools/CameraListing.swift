@@ -1,3 +1,6 @@
+import Client
+import CamclassDaemon
+import WireFormat
 import Capture
 import Logging
 import Support
@@ -63,7 +66,7 @@ public enum CameraListing {
     }
 
     static func fps(_ v: Double) -> String {
-        v == v.rounded() ? String(Int(v)) : ConsoleLine.fixed(v, 3)
+        v == v.rounded() ? String(Int(v)) : String(fixed: v, decimals: 3)
     }
 }
 
@@ -128,7 +131,7 @@ public enum CameraProbe {
             s += " (\(f.driver), \(f.device), \(f.buffers) buffers, \(f.exact ? "as requested" : "closest to the request"))\n"
         }
         let fps = r.seconds > 0 ? Double(max(0, r.frames - 1)) / r.seconds : 0
-        s += "captured \(r.frames) frames in \(ConsoleLine.fixed(r.seconds, 2)) s: \(ConsoleLine.fixed(fps, 2)) fps; "
+        s += "captured \(r.frames) frames in \(String(fixed: r.seconds, decimals: 2)) s: \(String(fixed: fps, decimals: 2)) fps; "
         s += "driver skipped \(r.stats.sequenceGaps), error buffers \(r.stats.errorBuffers), empty \(r.stats.emptyBuffers), "
         s += "corrupt \(r.stats.corruptFrames), stalls \(r.stats.stalls), losses \(r.stats.losses); "
         s += r.increasing ? "timestamps increasing\n" : "timestamps NOT increasing\n"

@@ -14,7 +14,7 @@ public final class SubscriberConnection: @unchecked Sendable {
     /// - Throws: `SystemCallError` naming the socket when nothing listens there.
     public init(path: String) throws {
         fd = try syscall("socket(AF_UNIX)") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
-        var addr = try UnixSocketPublisher.address(path)
+        var addr = try unixSocketAddress(path)
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }

@@ -1,3 +1,6 @@
+import Client
+import CamclassDaemon
+import WireFormat
 import Capture
 import Foundation
 import ImageOps

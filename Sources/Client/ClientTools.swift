@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import Publishing
+import WireFormat
 import Support
 
 /// A failed client command: what to print and the exit status (sysexits).
@@ -92,16 +92,6 @@ public enum CamclassClient {
     public static func last(socket: String) throws(ClientError) -> String {
         let session = try Session.open(socket: socket)
         return try session.request(#"{"last":{}}"#, expect: ["classification"]).0
-    }
-
-    /// `camclass tail`: the log file to follow (`--log`, else log.path of `--config` or the system config).
-    public static func logPath(log: String?, config: String?) throws -> String {
-        if let log { return log }
-        var c = DaemonConfig()
-        if let config { c = try DaemonConfig.load(file: config) } else if access(DaemonConfig.systemFile, R_OK) == 0 {
-            c = try DaemonConfig.load(file: DaemonConfig.systemFile)
-        }
-        return c.logPath
     }
 
     public static func renderStatus(_ s: [String: Any], hello: [String: Any]) -> String {

@@ -145,3 +145,12 @@ public struct ByteWriter: ~Copyable {
         }
     }
 }
+
+extension String {
+    /// `v` with exactly `decimals` digits after the point, as the records write numbers (no locale).
+    public init(fixed v: Double, decimals: Int) {
+        var w = ByteWriter(capacity: 64)
+        w.fixed(v, decimals: decimals)
+        self = String(decoding: w.bytes, as: UTF8.self)
+    }
+}

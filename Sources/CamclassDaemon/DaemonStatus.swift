@@ -1,3 +1,4 @@
+import WireFormat
 import Capture
 import Glibc
 import Inference
@@ -165,7 +166,7 @@ enum ModelHashes {
 /// The process's own age, from /proc (so `uptime_s` counts from exec, not from some later step).
 enum ProcessClock {
     static func uptimeSeconds() -> Double {
-        guard let text = DaemonConfig.readText("/proc/self/stat"), let close = text.lastIndex(of: ")") else { return 0 }
+        guard let text = readTextFile("/proc/self/stat"), let close = text.lastIndex(of: ")") else { return 0 }
         let fields = text[text.index(after: close)...].split(separator: " ")
         // Field 22 (starttime, clock ticks after boot) is the 20th after the command name.
         guard fields.count > 19, let ticks = Double(fields[19]) else { return 0 }

@@ -1,3 +1,6 @@
+import Client
+import CamclassDaemon
+import WireFormat
 import Capture
 import Glibc
 import ImageOps
@@ -282,9 +285,9 @@ enum ThreadCPU {
         while let e = readdir(dir) {
             let tid = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
             guard tid.first?.isNumber == true,
-                  let comm = DaemonConfig.readText("/proc/self/task/\(tid)/comm"),
+                  let comm = readTextFile("/proc/self/task/\(tid)/comm"),
                   matches(comm.trimmingCharacters(in: .newlines)),
-                  let sched = DaemonConfig.readText("/proc/self/task/\(tid)/schedstat"),
+                  let sched = readTextFile("/proc/self/task/\(tid)/schedstat"),
                   let onCPU = sched.split(separator: " ").first.flatMap({ UInt64($0) }) else { continue }
             total += onCPU  // nanoseconds on the CPU (schedstat's first field)
         }
