@@ -9,19 +9,16 @@ import Publishing
 import ServiceLifecycle
 import Support
 
-/// Errors that stop the daemon at start-up, each with the sysexits code `main` exits with, so
+/// Why the daemon cannot start or had to stop, with the exit status `main` ends with, so
 /// `systemctl status` tells the cause.
-public struct StartupError: Error, CustomStringConvertible {
+public struct DaemonError: Error, CustomStringConvertible {
     public var message: String
-    public var exitCode: Int32
+    public var status: ExitStatus
+    public init(message: String, status: ExitStatus) {
+        self.message = message
+        self.status = status
+    }
     public var description: String { message }
-
-    public static let configError: Int32 = 78     // EX_CONFIG
-    public static let unavailable: Int32 = 69     // EX_UNAVAILABLE: a library or device is missing
-    public static let noInput: Int32 = 66         // EX_NOINPUT: a model or replay file is missing
-    public static let software: Int32 = 70        // EX_SOFTWARE
-    public static let cantCreate: Int32 = 73      // EX_CANTCREAT: socket or log cannot be created
-    public static let noPermission: Int32 = 77    // EX_NOPERM: e.g. the camera, without the video group
 }
 
 /// The wired daemon: source → pipeline → socket + rolling log. Built by `buildDaemon(config:)`,
@@ -52,22 +49,22 @@ public final class Daemon: @unchecked Sendable {
     /// SIGHUP reloads the configuration; systemd hears READY/STATUS/WATCHDOG/STOPPING (Lifecycle.swift).
     /// - Parameter shutdownBoundSeconds: when set (the `camclassd` process), a graceful shutdown that
     ///   takes longer ends the process with EX_SOFTWARE; nil in-process (tests), which must not exit.
-    /// - Throws: `StartupError` when a stage cannot start or failed while running (its sysexits code).
+    /// - Throws: `DaemonError` when a stage cannot start or failed while running (its sysexits code).
     public func run(shutdownBoundSeconds: Int? = nil) async throws {
         let config = self.config, source = self.source
         do { try log.start() } catch {
-            throw StartupError(message: "cannot open the rolling log '\(config.logPath)': \(error)", exitCode: StartupError.cantCreate)
+            throw DaemonError(message: "cannot open the rolling log '\(config.log.path)': \(error)", status: .cantCreate)
         }
         do { try socket.start() } catch {
             log.stop()
-            throw StartupError(message: "\(error)", exitCode: StartupError.cantCreate)
+            throw DaemonError(message: "\(error)", status: .cantCreate)
         }
         // READY=1 goes with the first classification published: the camera streams, the model runs.
         supervisor.notifier.armReady(status: supervisor.statusLine(state: "running"))
         do { try supervisor.start() } catch {
             socket.stop()
             log.stop()
-            throw StartupError(message: "cannot start the source '\(source.name)': \(error)", exitCode: StartupError.unavailable)
+            throw DaemonError(message: "cannot start the source '\(source.name)': \(error)", status: .unavailable)
         }
         logger.info("camclassd running", metadata: [
             "source": "\(source.name)", "model": "\(model.name)", "engine": "\(engine.info.summary)"])
@@ -88,7 +85,7 @@ public final class Daemon: @unchecked Sendable {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
         try await group.run()
-        if let error = pipeline.error { throw StartupError(message: "\(error)", exitCode: error.exitCode) }
+        if let error = pipeline.error { throw DaemonError(message: "\(error)", status: error.exitStatus) }
         let c = supervisor.totalCounters
         logger.info("camclassd stopped", metadata: [
             "pipeline.captured": "\(c.captured)", "pipeline.published": "\(c.published)",
@@ -124,13 +121,12 @@ func runBlocking(_ body: @escaping @Sendable () -> Void) async {
 ///   - onResult: optional observer on the result thread (the `--print` console output).
 ///   - reloadConfig: how SIGHUP re-reads the configuration (`main` re-reads the file and re-applies
 ///     the flags); nil = reloads are refused.
-/// - Throws: `StartupError` with a message that says exactly what is missing and an exit code.
+/// - Throws: `DaemonError` with a message that says exactly what is missing and an exit code.
 public func buildDaemon(config: DaemonConfig, logger: Logger,
                         onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)? = nil,
                         reloadConfig: (@Sendable () throws -> DaemonConfig)? = nil) throws -> Daemon {
-    try config.validate()
-    let socket = UnixSocketPublisher(options: config.socketOptions, logger: logger)
-    let log = RollingLog(options: config.rollingLogOptions(vocabulary: nil), logger: logger)
+    let socket = UnixSocketPublisher(options: config.publish, logger: logger)
+    let log = RollingLog(options: config.log, logger: logger)
 
     // The source first: a busy or inaccessible camera is reported before a long model compile.
     let source = try makeWiredSource(config: config, logger: logger, eventSinks: [socket, log])
@@ -151,32 +147,32 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
 }
 
 /// The model, its labels and the engine for `config` (at start-up, and on a reload that changes them).
-/// - Throws: `StartupError` (66 for a missing model or labels file, 69 for a missing library).
+/// - Throws: `DaemonError` (66 for a missing model or labels file, 69 for a missing library).
 func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts {
     let model: ModelDescriptor
-    do { model = try ModelDescriptor.load(path: config.modelPath) } catch {
-        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    do { model = try ModelDescriptor.load(path: config.model.path) } catch {
+        throw DaemonError(message: "\(error)", status: .noInput)
     }
     let labels: LabelSet
     do {
         if let path = model.labelsPath { labels = try LabelSet(path: path) } else {
             labels = LabelSet(names: (0..<1000).map { "class \($0)" })
         }
-    } catch { throw StartupError(message: "\(error)", exitCode: StartupError.noInput) }
+    } catch { throw DaemonError(message: "\(error)", status: .noInput) }
 
     let engine: any InferenceEngine
     do {
         engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
     } catch let e as InferenceError {
-        if case .libraryMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.unavailable) }
-        if case .modelMissing = e { throw StartupError(message: "\(e)", exitCode: StartupError.noInput) }
+        if case .libraryMissing = e { throw DaemonError(message: "\(e)", status: .unavailable) }
+        if case .modelMissing = e { throw DaemonError(message: "\(e)", status: .noInput) }
         var message = "\(e)"
         if case .call(let name, _, _) = e, name.hasPrefix("ov_core_compile_model"), getenv("INVOCATION_ID") != nil {
             // Measured: OpenVINO's CPU plugin cannot compile without writable+executable memory.
             message += " (under systemd: OpenVINO's JIT needs MemoryDenyWriteExecute=no, which the drop-in " +
                 "camclassd.service.d/openvino.conf sets; check `systemctl cat camclassd`)"
         }
-        throw StartupError(message: message, exitCode: StartupError.software)
+        throw DaemonError(message: message, status: .software)
     }
     logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
     return EngineParts(model: model, labels: labels, engine: engine)
@@ -186,8 +182,8 @@ func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts
 /// reload that changes the source).
 func makeWiredSource(config: DaemonConfig, logger: Logger, eventSinks: [any RecordSink]) throws -> any FrameSource {
     let source: any FrameSource
-    do { source = try makeSource(config: config, logger: logger) } catch let e as StartupError { throw e } catch {
-        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    do { source = try makeSource(config: config, logger: logger) } catch let e as DaemonError { throw e } catch {
+        throw DaemonError(message: "\(error)", status: .noInput)
     }
     if let camera = source as? V4L2Camera {
         camera.setEventHandler(CameraEventRecord.publisher(to: eventSinks))
@@ -198,14 +194,9 @@ func makeWiredSource(config: DaemonConfig, logger: Logger, eventSinks: [any Reco
 /// A pipeline for `config` over `parts` and `source`, publishing to `sinks`. Nothing is started.
 func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSource, sinks: [any RecordSink], logger: Logger,
                   onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?) -> ClassificationPipeline {
-    var options = PipelineOptions()
-    options.queueCapacity = config.queueCapacity
-    options.resizeMode = ResizeMode(rawValue: config.resize) ?? .crop
-    options.topK = config.topK
+    var options = config.pipeline
     options.frameLimit = config.frameLimit
-    options.maxConsecutiveFailures = config.maxConsecutiveFailures
-    options.stable = config.stableOptions
-    options.latencyWindowSeconds = config.latencyWindowSeconds
+    options.stable = config.stable.enabled ? config.stable : nil
     do { options.vocabulary = try config.recordVocabulary(labels: parts.labels) } catch {
         logger.error("stable.groups unusable; stable labels are classes", metadata: ["error": "\(error)"])
     }
@@ -217,31 +208,17 @@ func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSou
 }
 
 package func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, logger: Logger) throws -> any InferenceEngine {
-    switch config.backend {
-    case "openvino":
-        var o = OpenVINOOptions()
-        o.device = config.device
-        o.precision = config.precision
-        o.performanceHint = config.performanceHint
-        o.workers = config.workers
-        o.libraryPath = config.openVINOLibrary.isEmpty ? nil : config.openVINOLibrary
-        return try OpenVINOEngine(model: model, classes: labels.count, options: o, logger: logger)
-    case "bpu":
-        var o = BPUOptions()
-        o.libraryPath = config.bpuLibrary.isEmpty ? "libdnn.so" : config.bpuLibrary
-        o.modelName = config.bpuModelName.isEmpty ? nil : config.bpuModelName
-        o.workers = config.workers > 0 ? config.workers : 4  // the seeds' 4 in flight keep one BPU core busy
-        o.timeoutMs = config.bpuTimeoutMs
-        o.priority = config.bpuPriority
+    switch config.inference.backend {
+    case .openvino:
+        return try OpenVINOEngine(model: model, classes: labels.count, options: config.inference.openVINO, logger: logger)
+    case .bpu:
         // Placeholder "class N" labels (no labels file) say nothing about the model's class count.
-        return try BPUEngine(model: model, classes: model.labelsPath == nil ? nil : labels.count, options: o, logger: logger)
-    default:
-        throw StartupError(message: "inference.backend '\(config.backend)' is not available in this build", exitCode: StartupError.configError)
+        return try BPUEngine(model: model, classes: model.labelsPath == nil ? nil : labels.count, options: config.inference.bpu, logger: logger)
     }
 }
 
 func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource {
-    var path = config.sourcePath
+    var path = config.source.path
     if path == "auto" {
         // The first capture camera present, else the sample photos `make run` prepares.
         let found = V4L2Discovery.firstCamera()
@@ -252,10 +229,10 @@ func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource 
         logger.info("source auto", metadata: ["source.path": "\(path)"])
     }
     if isCameraPath(path) { return try makeCamera(path: path, config: config, logger: logger) }
-    let source = try ReplaySource(path: path, fps: config.sourceFPS, loop: config.sourceLoop)
+    let source = try ReplaySource(path: path, fps: config.source.fps, loop: config.source.loop)
     logger.info("replay source loaded", metadata: [
         "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
-        "source.fps": "\(config.sourceFPS == 0 ? "unlimited" : String(config.sourceFPS))", "source.loop": "\(config.sourceLoop)"])
+        "source.fps": "\(config.source.fps == 0 ? "unlimited" : String(config.source.fps))", "source.loop": "\(config.source.loop)"])
     return source
 }
 
@@ -266,28 +243,12 @@ func isCameraPath(_ path: String) -> Bool {
     return path.hasPrefix("/dev/")
 }
 
-extension DaemonConfig {
-    /// The `camera.*` settings as capture options for the camera at `path`.
-    package func cameraOptions(path: String) -> CameraOptions {
-        var o = CameraOptions(path: path)
-        o.width = cameraWidth
-        o.height = cameraHeight
-        o.fps = cameraFPS
-        o.formats = cameraFormats.compactMap(CameraPixelFormat.init(configName:))
-        o.buffers = cameraBuffers
-        o.raw = cameraRaw
-        o.backoffMaxMs = cameraBackoffMaxMs
-        o.stallTimeoutMs = cameraStallTimeoutMs
-        return o
-    }
-}
-
 /// Opens and negotiates the camera now, so the pipeline's pool gets the negotiated frame size.
 func makeCamera(path: String, config: DaemonConfig, logger: Logger) throws -> V4L2Camera {
-    let camera = V4L2Camera(options: config.cameraOptions(path: path), logger: logger)
+    let camera = V4L2Camera(options: config.camera.at(path: path), logger: logger)
     do { try camera.prepare() } catch {
-        if case .permissionDenied = error { throw StartupError(message: "\(error)", exitCode: StartupError.noPermission) }
-        throw StartupError(message: "\(error)", exitCode: StartupError.unavailable)
+        if case .permissionDenied = error { throw DaemonError(message: "\(error)", status: .noPermission) }
+        throw DaemonError(message: "\(error)", status: .unavailable)
     }
     return camera
 }

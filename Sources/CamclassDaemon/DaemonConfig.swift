@@ -1,342 +1,227 @@
 import Capture
-import Foundation
 import Glibc
+import Inference
+import Logging
+import Pipeline
+import Publishing
 import Support
 import Yams
 
-/// Every setting of the daemon, with the defaults that apply when neither the config file nor
-/// a flag says otherwise. `config/camclassd.yaml` documents each key.
+/// The `daemon:` section: the daemon's own logging.
+public struct DaemonOptions: ConfigSection {
+    public static let section = "daemon"
+    public var logLevel: Logger.Level = .info
+    public init() {}
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        logLevel = try r.choice("log_level", logLevel)
+    }
+}
+
+extension Logger.Level: ConfigEnum {}
+
+/// Every setting of the daemon: one section per component, each the component's own options type,
+/// which alone knows its keys, defaults, ranges and errors (see `ConfigSection`). The defaults apply
+/// when neither the config file nor a flag says otherwise; `config/camclassd.yaml` documents each key.
 public struct DaemonConfig: Sendable, Equatable {
-    public var sourcePath = "auto"
-    public var sourceFPS = 30.0
-    public var sourceLoop = true
-
-    /// V4L2 camera (source.path /dev/videoN or a /dev/v4l/by-id link, or auto finding one).
-    public var cameraWidth = 640
-    public var cameraHeight = 480
-    public var cameraFPS = 30.0
-    public var cameraFormats = ["NV12", "YUYV", "MJPEG"]
-    public var cameraBuffers = 4
-    public var cameraRaw = false
-    public var cameraBackoffMaxMs = 2000
-    public var cameraStallTimeoutMs = 2000
-
-    public var modelPath = "models/efficientnet_lite0.model.yaml"
-    public var topK = 5
-    public var resize = "crop"
-
-    public var backend = "openvino"
-    public var device = "CPU"
-    public var precision = "auto"
-    public var performanceHint = "throughput"
-    public var workers = 0
-    public var openVINOLibrary = ""
-    public var bpuLibrary = "libdnn.so"
-    public var bpuModelName = ""
-    public var bpuTimeoutMs = 1000
-    public var bpuPriority = 0
-
-    public var queueCapacity = 2
-    public var maxConsecutiveFailures = 50
-    /// Seconds of per-stage latencies `status` reports percentiles over.
-    public var latencyWindowSeconds = 10.0
-
-    public var socketPath = "/run/camclassd/camclassd.sock"
-    public var socketMode: UInt32 = 0o660
-    public var subscriberBufferBytes = 256 * 1024
-    public var maxSubscribers = 64
-    public var maxRequestBytes = 4096
-    public var maxRequestsPerSecond = 20
-
-    public var logPath = "/var/log/camclassd/classifications.log"
-    public var logMaxBytes = 10 * 1024 * 1024
-    public var logKeep = 5
-    public var logBufferBytes = 4 * 1024 * 1024
-    public var logRotateDaily = false
-    public var logGzip = false
-    /// never, rotation, interval (every `logFsyncIntervalMs`), always.
-    public var logFsync = "rotation"
-    public var logFsyncIntervalMs = 1000
-    /// json or text.
-    public var logFormat = "json"
-
-    public var stableEnabled = true
-    public var stableSmoothing = 5
-    public var stableEnter = 0.5
-    public var stableLeave = 0.3
-    public var stableMinDwellMs = 500
-    /// Coarse-groups mapping file ("" = stable labels are classes); relative paths are resolved
-    /// against the config file's directory when read from a file.
-    public var stableGroups = ""
-
-    public var daemonLogLevel = "info"
+    public var source = SourceOptions()
+    public var camera = CameraOptions()
+    /// The `model:` and `pipeline:` sections (the pipeline applies top_k and resize).
+    public var pipeline = PipelineOptions()
+    public var inference = InferenceOptions()
+    public var publish = SocketOptions()
+    public var log = RollingLogOptions()
+    public var stable = StableLabelOptions()
+    public var daemon = DaemonOptions()
 
     /// Stop after this many published classifications (flag only).
     public var frameLimit: Int?
-
     /// Test hook (hidden flag `--debug-stall-after`): the source delivers this many frames, then
     /// nothing, like a camera that stopped streaming (the systemd watchdog test).
     public var debugStallAfterFrames: Int?
-
     /// The file the settings came from (for error messages); nil = built-in defaults.
     public var file: String?
+    /// `section.key` → the value as written, for every key the file or a flag sets (what a reload
+    /// reports as changed).
+    @NotCompared public var written: [String: String] = [:]
 
     public init() {}
 
+    /// The `model:` section.
+    public var model: ModelOptions {
+        get { pipeline.model }
+        set { pipeline.model = newValue }
+    }
+
     /// The system-wide file used when `--config` is not given and it exists.
     public static let systemFile = "/etc/camclassd/camclassd.yaml"
-}
+    /// Larger files are refused before parsing (a config is a few KiB).
+    public static let maxFileBytes = 1 << 20
 
-/// A rejected setting: names the file, the key and the value, and says what is expected.
-public struct ConfigError: Error, CustomStringConvertible, Equatable {
-    public var file: String
-    public var key: String
-    public var value: String
-    public var reason: String
-
-    public var description: String {
-        key.isEmpty ? "\(file): \(reason)" : "\(file): key '\(key)': value '\(value)': \(reason)"
-    }
+    /// Every section name, in the order the file documents them.
+    static let sections = [SourceOptions.section, CameraOptions.section, ModelOptions.section, InferenceOptions.section,
+                           PipelineOptions.section, SocketOptions.section, RollingLogOptions.section,
+                           StableLabelOptions.section, DaemonOptions.section]
 }
 
 extension DaemonConfig {
-    /// Reads a YAML config file over the defaults. Unknown keys and bad values are errors.
-    /// - Throws: `ConfigError` naming the file, key and value.
-    public static func load(file: String) throws -> DaemonConfig {
-        guard let text = readText(file) else {
-            throw ConfigError(file: file, key: "", value: "", reason: "cannot read the config file (\(String(cString: strerror(errno))))")
-        }
-        return try parse(yaml: text, file: file)
+    /// The configuration `camclassd` reads: `file`, else the system file when present, else the
+    /// defaults; then the command-line `overrides`, validated like the file's values.
+    /// - Throws: `ConfigError` naming the file (or flag), the key and the value.
+    /// - Parameter systemFile: false = the defaults when `file` is nil (tools that take flags only).
+    public static func resolve(file: String?, overrides: [ConfigOverride] = [], systemFile readSystemFile: Bool = true) throws(ConfigError) -> DaemonConfig {
+        if let file { return try load(file: file, overrides: overrides) }
+        if readSystemFile && access(systemFile, R_OK) == 0 { return try load(file: systemFile, overrides: overrides) }
+        return try parse(root: [:], file: nil, overrides: overrides)
     }
 
-    public static func parse(yaml text: String, file: String) throws -> DaemonConfig {
-        var config = DaemonConfig()
-        config.file = file
-        let root: Any?
-        do { root = try Yams.load(yaml: text) } catch {
+    /// Reads a YAML config file over the defaults. Only a regular file of at most 1 MiB is read.
+    /// - Throws: `ConfigError` naming the file, key and value.
+    public static func load(file: String, overrides: [ConfigOverride] = []) throws(ConfigError) -> DaemonConfig {
+        let text = try readConfigFile(file)
+        return try parse(yaml: text, file: file, overrides: overrides)
+    }
+
+    public static func parse(yaml text: String, file: String, overrides: [ConfigOverride] = []) throws(ConfigError) -> DaemonConfig {
+        try parse(root: try YAMLConfigDocument.parse(text, file: file), file: file, overrides: overrides)
+    }
+
+    static func parse(root: [String: ConfigNode], file: String?, overrides: [ConfigOverride]) throws(ConfigError) -> DaemonConfig {
+        let name = file ?? "built-in defaults"
+        for section in root.keys.sorted() where !sections.contains(section) {
+            // Even an empty one: a misspelt section (`stabel:`) would otherwise be silently ignored.
+            throw ConfigError(file: name, key: section, value: "",
+                              reason: "unknown section (known: \(sections.sorted().joined(separator: ", ")))")
+        }
+        var c = DaemonConfig()
+        c.file = file
+        for (section, node) in root {
+            guard case .mapping(let keys) = node else { continue }
+            for (key, value) in keys { c.written["\(section).\(key)"] = value.text }
+        }
+        for o in overrides { c.written["\(o.section).\(o.key)"] = o.value }
+        c.source = try .read(from: root, file: name, overrides: overrides)
+        c.camera = try .read(from: root, file: name, overrides: overrides)
+        c.model = try .read(from: root, file: name, overrides: overrides)
+        c.inference = try .read(from: root, file: name, overrides: overrides)
+        let model = c.model
+        c.pipeline = try .read(from: root, file: name, overrides: overrides)
+        c.pipeline.model = model
+        c.publish = try .read(from: root, file: name, overrides: overrides)
+        c.log = try .read(from: root, file: name, overrides: overrides)
+        c.stable = try .read(from: root, file: name, overrides: overrides)
+        c.daemon = try .read(from: root, file: name, overrides: overrides)
+        return c
+    }
+
+    /// The keys of `section` written differently (or only) in one of two configurations, sorted.
+    static func differingKeys(_ a: DaemonConfig, _ b: DaemonConfig, section: String) -> [String] {
+        let prefix = section + "."
+        let keys = Set(a.written.keys.filter { $0.hasPrefix(prefix) }).union(b.written.keys.filter { $0.hasPrefix(prefix) })
+        return keys.filter { a.written[$0] != b.written[$0] }.sorted()
+    }
+
+    /// What `--check-config` can check beyond the values without opening the camera or loading the
+    /// model: the files named exist and are readable.
+    /// - Throws: `ConfigError` naming the key and the file.
+    public func checkFiles() throws(ConfigError) {
+        let f = file ?? "built-in defaults"
+        func readable(_ key: String, _ path: String, what: String) throws(ConfigError) {
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                throw ConfigError(file: f, key: key, value: path, reason: "\(what) does not exist (\(String(cString: strerror(errno))))")
+            }
+            guard access(path, R_OK) == 0 else { throw ConfigError(file: f, key: key, value: path, reason: "\(what) is not readable") }
+        }
+        try readable("model.path", model.path, what: "the model file")
+        if stable.enabled && !stable.groups.isEmpty { try readable("stable.groups", stable.groups, what: "the coarse-groups file") }
+        let s = source.path
+        if s != "auto" && !s.hasPrefix("/dev/") { try readable("source.path", s, what: "the replay folder or file") }
+        let dir = log.path.contains("/") ? String(log.path[..<log.path.lastIndex(of: "/")!]) : "."
+        var st = stat()
+        if stat(dir.isEmpty ? "/" : dir, &st) != 0 || (st.st_mode & S_IFMT) != S_IFDIR {
+            throw ConfigError(file: f, key: "log.path", value: log.path, reason: "its directory '\(dir)' does not exist")
+        }
+    }
+
+    /// Reads a config file: regular files only, at most `maxFileBytes`, valid UTF-8.
+    static func readConfigFile(_ path: String) throws(ConfigError) -> String {
+        func fail(_ why: String) -> ConfigError { ConfigError(file: path, key: "", value: "", reason: why) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw fail("cannot read the config file (\(String(cString: strerror(errno))))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw fail("cannot read the config file (\(String(cString: strerror(errno))))") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw fail("not a regular file (a config file is a YAML file)") }
+        guard st.st_size <= maxFileBytes else { throw fail("\(st.st_size) bytes; a config file has at most \(maxFileBytes)") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
+        var used = 0
+        while used < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + used, $0.count - used) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw fail("cannot read the config file (\(String(cString: strerror(errno))))") }
+            if n == 0 { break }
+            used += n
+        }
+        guard used <= maxFileBytes else { throw fail("more than \(maxFileBytes) bytes; a config file has at most that") }
+        guard let text = String(validating: bytes[0..<used], as: UTF8.self) else { throw fail("not UTF-8 text") }
+        return text
+    }
+}
+
+/// YAML text → `ConfigNode`, keeping each scalar's text, with bounds: a document that expands to
+/// more than `maxNodes` values (aliases nested into a "billion laughs") or nests deeper than
+/// `maxDepth` is refused instead of exhausting memory.
+enum YAMLConfigDocument {
+    static let maxNodes = 100_000
+    static let maxDepth = 32
+
+    static func parse(_ text: String, file: String) throws(ConfigError) -> [String: ConfigNode] {
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
             throw ConfigError(file: file, key: "", value: "", reason: "not valid YAML: \(error)")
         }
-        guard let root else { return config }  // empty file: all defaults
-        guard let top = root as? [String: Any] else {
-            throw ConfigError(file: file, key: "", value: "\(root)", reason: "the top level must be a mapping of sections")
-        }
-        var p = Parser(file: file)
-        for (section, body) in top {
-            guard let fields = body as? [String: Any] else {
-                if body is NSNull { continue }  // an empty section: defaults
-                throw ConfigError(file: file, key: section, value: "\(body)", reason: "must be a mapping")
-            }
-            for (key, value) in fields {
-                try p.apply(section: section, key: key, value: value, to: &config)
-            }
-            if Parser.sections[section] == nil {
-                throw ConfigError(file: file, key: section, value: "", reason: "unknown section (known: \(Parser.sections.keys.sorted().joined(separator: ", ")))")
-            }
-        }
-        try config.validate()
-        return config
-    }
-
-    /// Checks cross-field rules; called after the file and again after flags are applied.
-    public func validate() throws {
-        let f = file ?? "command line"
-        if !["openvino", "bpu"].contains(backend) {
-            throw ConfigError(file: f, key: "inference.backend", value: backend, reason: "expected openvino or bpu")
-        }
-        if !["crop", "stretch"].contains(resize) {
-            throw ConfigError(file: f, key: "model.resize", value: resize, reason: "expected crop or stretch")
-        }
-        if cameraFormats.isEmpty || cameraFormats.contains(where: { CameraPixelFormat(configName: $0) == nil }) {
-            throw ConfigError(file: f, key: "camera.formats", value: cameraFormats.joined(separator: ","),
-                              reason: "expected a list of NV12, YUYV, MJPEG in order of preference")
-        }
-        if stableLeave > stableEnter {
-            throw ConfigError(file: f, key: "stable.leave", value: "\(stableLeave)",
-                              reason: "must not exceed stable.enter (\(stableEnter)): a label is entered at `enter` and held down to `leave`")
-        }
-        if frameLimit.map({ $0 <= 0 }) ?? false {
-            throw ConfigError(file: f, key: "--frames", value: "\(frameLimit!)", reason: "expected a positive number")
+        guard let node else { return [:] }  // empty file: all defaults
+        var budget = maxNodes
+        let root = try convert(node, file: file, depth: 0, budget: &budget)
+        switch root {
+        case .mapping(let m): return m
+        case .null: return [:]
+        default: throw ConfigError(file: file, key: "", value: root.text, reason: "the top level must be a mapping of sections")
         }
     }
 
-    static func readText(_ path: String) -> String? { readTextFile(path) }
-}
-
-private struct Parser {
-    let file: String
-
-    enum Kind { case string, positiveInt, nonNegativeInt, number, bool, mode, choice([String]) }
-
-    static let sections: [String: [String: Kind]] = [
-        "source": ["path": .string, "fps": .number, "loop": .bool],
-        "camera": ["width": .positiveInt, "height": .positiveInt, "fps": .number, "formats": .string,
-                   "buffers": .positiveInt, "raw": .bool, "backoff_max_ms": .positiveInt, "stall_timeout_ms": .positiveInt],
-        "model": ["path": .string, "top_k": .positiveInt, "resize": .choice(["crop", "stretch"])],
-        "inference": ["backend": .choice(["openvino", "bpu"]), "device": .string,
-                      "precision": .choice(["auto", "bf16", "f16", "f32"]),
-                      "performance_hint": .choice(["throughput", "latency"]), "workers": .nonNegativeInt,
-                      "openvino_library": .string, "bpu_library": .string, "bpu_model_name": .string,
-                      "bpu_timeout_ms": .positiveInt, "bpu_priority": .nonNegativeInt],
-        "pipeline": ["queue_capacity": .positiveInt, "max_consecutive_failures": .positiveInt, "latency_window_s": .number],
-        "publish": ["socket": .string, "socket_mode": .mode, "subscriber_buffer_bytes": .positiveInt,
-                    "max_subscribers": .positiveInt, "max_request_bytes": .positiveInt, "max_requests_per_second": .positiveInt],
-        "log": ["path": .string, "max_bytes": .nonNegativeInt, "keep": .nonNegativeInt, "buffer_bytes": .positiveInt,
-                "rotate_daily": .bool, "gzip": .bool, "fsync": .choice(["never", "rotation", "interval", "always"]),
-                "fsync_interval_ms": .positiveInt, "format": .choice(["json", "text"])],
-        "stable": ["enabled": .bool, "smoothing": .positiveInt, "enter": .number, "leave": .number,
-                   "min_dwell_ms": .nonNegativeInt, "groups": .string],
-        "daemon": ["log_level": .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"])],
-    ]
-
-    mutating func apply(section: String, key: String, value: Any, to c: inout DaemonConfig) throws {
-        let name = "\(section).\(key)"
-        guard let keys = Self.sections[section] else {
-            throw ConfigError(file: file, key: section, value: "", reason: "unknown section (known: \(Self.sections.keys.sorted().joined(separator: ", ")))")
+    private static func convert(_ node: Node, file: String, depth: Int, budget: inout Int) throws(ConfigError) -> ConfigNode {
+        budget -= 1
+        guard budget >= 0, depth <= maxDepth else {
+            throw ConfigError(file: file, key: "", value: "",
+                              reason: "the document expands to more than \(maxNodes) values or nests deeper than \(maxDepth) (nested aliases?)")
         }
-        guard let kind = keys[key] else {
-            throw ConfigError(file: file, key: name, value: "\(value)", reason: "unknown key (known in \(section): \(keys.keys.sorted().joined(separator: ", ")))")
-        }
-        func fail(_ why: String) -> ConfigError { ConfigError(file: file, key: name, value: "\(value)", reason: why) }
-        func str() throws -> String {
-            if let s = value as? String { return s }
-            if let i = value as? Int { return String(i) }
-            throw fail("expected a string")
-        }
-        func int() throws -> Int {
-            guard let i = value as? Int else { throw fail("expected an integer") }
-            if case .positiveInt = kind, i <= 0 { throw fail("expected a positive integer") }
-            if i < 0 { throw fail("expected a non-negative integer") }
-            return i
-        }
-        func number() throws -> Double {
-            if let d = value as? Double, d >= 0, d.isFinite { return d }
-            if let i = value as? Int, i >= 0 { return Double(i) }
-            throw fail("expected a non-negative number")
-        }
-        func bool() throws -> Bool {
-            guard let b = value as? Bool else { throw fail("expected true or false") }
-            return b
-        }
-        func choice() throws -> String {
-            let s = try str()
-            if case .choice(let options) = kind, !options.contains(s) {
-                throw fail("expected one of: \(options.joined(separator: ", "))")
+        switch node {
+        case .scalar(let s):
+            if s.style == .plain && (s.string.isEmpty || s.string == "~" || s.string == "null" || s.string == "Null" || s.string == "NULL") {
+                return .null
             }
-            return s
+            return .scalar(s.string, quoted: s.style != .plain)
+        case .sequence(let seq):
+            var items: [ConfigNode] = []
+            for n in seq { items.append(try convert(n, file: file, depth: depth + 1, budget: &budget)) }
+            return .sequence(items)
+        case .mapping(let map):
+            var m: [String: ConfigNode] = [:]
+            for (k, v) in map {
+                guard case .scalar(let key) = k else {
+                    throw ConfigError(file: file, key: "", value: "", reason: "a key must be a plain name, not a list or mapping")
+                }
+                guard m[key.string] == nil else {
+                    throw ConfigError(file: file, key: key.string, value: "", reason: "the key appears twice in the same mapping")
+                }
+                m[key.string] = try convert(v, file: file, depth: depth + 1, budget: &budget)
+            }
+            return .mapping(m)
+        case .alias:
+            throw ConfigError(file: file, key: "", value: "", reason: "unresolved YAML alias")
         }
-        switch name {
-        case "source.path": c.sourcePath = try str()
-        case "source.fps": c.sourceFPS = try number()
-        case "source.loop": c.sourceLoop = try bool()
-        case "camera.width": c.cameraWidth = try int()
-        case "camera.height": c.cameraHeight = try int()
-        case "camera.fps":
-            let fps = try number()
-            guard fps > 0 else { throw fail("expected a positive number") }
-            c.cameraFPS = fps
-        case "camera.formats":
-            // A YAML list or a comma-separated string, in order of preference.
-            let names: [String]
-            if let list = value as? [Any] { names = list.map { "\($0)" } } else { names = try str().split(separator: ",").map(String.init) }
-            let trimmed = names.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            guard !trimmed.isEmpty, trimmed.allSatisfy({ CameraPixelFormat(configName: $0) != nil }) else {
-                throw fail("expected a list of NV12, YUYV, MJPEG in order of preference")
-            }
-            c.cameraFormats = trimmed
-        case "camera.buffers":
-            let n = try int()
-            guard n >= 2 && n <= 32 else { throw fail("expected 2…32") }
-            c.cameraBuffers = n
-        case "camera.raw": c.cameraRaw = try bool()
-        case "camera.backoff_max_ms": c.cameraBackoffMaxMs = try int()
-        case "camera.stall_timeout_ms":
-            let n = try int()
-            guard n >= 100 else { throw fail("expected at least 100") }
-            c.cameraStallTimeoutMs = n
-        case "model.path": c.modelPath = try str()
-        case "model.top_k": c.topK = try int()
-        case "model.resize": c.resize = try choice()
-        case "inference.backend": c.backend = try choice()
-        case "inference.device": c.device = try str()
-        case "inference.precision": c.precision = try choice()
-        case "inference.performance_hint": c.performanceHint = try choice()
-        case "inference.workers": c.workers = try int()
-        case "inference.openvino_library": c.openVINOLibrary = try str()
-        case "inference.bpu_library": c.bpuLibrary = try str()
-        case "inference.bpu_model_name": c.bpuModelName = try str()
-        case "inference.bpu_timeout_ms": c.bpuTimeoutMs = try int()
-        case "inference.bpu_priority":
-            let p = try int()
-            guard p <= 255 else { throw fail("expected 0…255") }
-            c.bpuPriority = p
-        case "pipeline.queue_capacity": c.queueCapacity = try int()
-        case "pipeline.max_consecutive_failures": c.maxConsecutiveFailures = try int()
-        case "pipeline.latency_window_s":
-            let w = try number()
-            guard w >= 1 && w <= 3600 else { throw fail("expected 1…3600 seconds") }
-            c.latencyWindowSeconds = w
-        case "publish.socket": c.socketPath = try str()
-        case "publish.socket_mode":
-            // YAML reads 0660 as octal 432 or decimal 660 depending on the parser; accept a quoted string.
-            let s = try str()
-            guard let m = UInt32(s.hasPrefix("0o") ? String(s.dropFirst(2)) : s, radix: 8), m <= 0o777 else {
-                throw fail("expected an octal file mode such as \"0660\"")
-            }
-            c.socketMode = m
-        case "publish.subscriber_buffer_bytes":
-            let n = try int()
-            guard n >= 4096 else { throw fail("expected at least 4096") }
-            c.subscriberBufferBytes = n
-        case "publish.max_subscribers": c.maxSubscribers = try int()
-        case "publish.max_request_bytes":
-            let n = try int()
-            guard n >= 256 else { throw fail("expected at least 256 (a subscribe request with filters needs room)") }
-            c.maxRequestBytes = n
-        case "publish.max_requests_per_second": c.maxRequestsPerSecond = try int()
-        case "log.path": c.logPath = try str()
-        case "log.max_bytes":
-            let n = try int()
-            guard n == 0 || n >= 1024 else { throw fail("expected 0 (no size rotation) or at least 1024") }
-            c.logMaxBytes = n
-        case "log.keep": c.logKeep = try int()
-        case "log.buffer_bytes":
-            let n = try int()
-            guard n >= 65536 else { throw fail("expected at least 65536") }
-            c.logBufferBytes = n
-        case "log.rotate_daily": c.logRotateDaily = try bool()
-        case "log.gzip": c.logGzip = try bool()
-        case "log.fsync": c.logFsync = try choice()
-        case "log.fsync_interval_ms": c.logFsyncIntervalMs = try int()
-        case "log.format": c.logFormat = try choice()
-        case "stable.enabled": c.stableEnabled = try bool()
-        case "stable.smoothing":
-            let n = try int()
-            guard n <= 1000 else { throw fail("expected 1…1000 frames") }
-            c.stableSmoothing = n
-        case "stable.enter", "stable.leave":
-            let v = try number()
-            guard v > 0 && v <= 1 else { throw fail("expected a score above 0 and at most 1") }
-            if key == "enter" { c.stableEnter = v } else { c.stableLeave = v }
-        case "stable.min_dwell_ms": c.stableMinDwellMs = try int()
-        case "stable.groups":
-            let path = try str()
-            // Relative to the config file, so the shipped pair (camclassd.yaml + coarse-groups.yaml) moves together.
-            if path.isEmpty || path.hasPrefix("/") || !file.contains("/") {
-                c.stableGroups = path
-            } else {
-                c.stableGroups = String(file[..<file.lastIndex(of: "/")!]) + "/" + path
-            }
-        case "daemon.log_level": c.daemonLogLevel = try choice()
-        default: throw fail("unknown key")
-        }
-    }
-}
-
-extension DaemonConfig {
-    /// The configuration `camclassd` reads: `file`, else the system file when present, else defaults.
-    public static func resolve(file: String?) throws -> DaemonConfig {
-        if let file { return try load(file: file) }
-        if access(systemFile, R_OK) == 0 { return try load(file: systemFile) }
-        return DaemonConfig()
     }
 }

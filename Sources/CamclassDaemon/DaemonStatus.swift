@@ -8,56 +8,15 @@ import Publishing
 import Support
 import Synchronization
 
-/// The daemon's settings for the socket protocol, the rolling log and stable labels, turned into
-/// the stages' options (so every place that wires a daemon — start-up, reload, tests — agrees).
 extension DaemonConfig {
-    public var socketOptions: SocketOptions {
-        var o = SocketOptions(path: socketPath)
-        o.mode = mode_t(socketMode)
-        o.subscriberBufferBytes = subscriberBufferBytes
-        o.maxSubscribers = maxSubscribers
-        o.maxRequestBytes = maxRequestBytes
-        o.maxRequestsPerSecond = maxRequestsPerSecond
-        return o
-    }
-
-    public func rollingLogOptions(vocabulary: RecordVocabulary?) -> RollingLogOptions {
-        var o = RollingLogOptions(path: logPath)
-        o.maxBytes = logMaxBytes
-        o.keep = logKeep
-        o.bufferBytes = logBufferBytes
-        o.rotateDaily = logRotateDaily
-        o.gzip = logGzip
-        o.format = LogFormat(rawValue: logFormat) ?? .json
-        o.vocabulary = vocabulary
-        switch logFsync {
-        case "never": o.fsync = .never
-        case "interval": o.fsync = .interval(ms: logFsyncIntervalMs)
-        case "always": o.fsync = .always
-        default: o.fsync = .rotation
-        }
-        return o
-    }
-
-    /// nil when `stable.enabled` is false.
-    public var stableOptions: StableLabelOptions? {
-        guard stableEnabled else { return nil }
-        var o = StableLabelOptions()
-        o.smoothingFrames = stableSmoothing
-        o.enter = stableEnter
-        o.leave = stableLeave
-        o.minDwellMs = stableMinDwellMs
-        return o
-    }
-
     /// The model's labels plus the coarse groups of `stable.groups` (when set).
-    /// - Throws: `StartupError` (config) naming the groups file and the bad entry.
+    /// - Throws: `DaemonError` (config) naming the groups file and the bad entry.
     public func recordVocabulary(labels: LabelSet) throws -> RecordVocabulary {
-        guard stableEnabled, !stableGroups.isEmpty else { return RecordVocabulary(labels: labels.names) }
+        guard stable.enabled, !stable.groups.isEmpty else { return RecordVocabulary(labels: labels.names) }
         do {
-            return RecordVocabulary(labels: labels.names, groups: try CoarseGroups.load(path: stableGroups, classes: labels.count))
+            return RecordVocabulary(labels: labels.names, groups: try CoarseGroups.load(path: stable.groups, classes: labels.count))
         } catch {
-            throw StartupError(message: "stable.groups: \(error)", exitCode: StartupError.configError)
+            throw DaemonError(message: "stable.groups: \(error)", status: .config)
         }
     }
 }
@@ -72,11 +31,11 @@ extension Daemon {
         hello.engine = engine.info.summary
         hello.source = source.name
         hello.labels = labels.count
-        hello.topK = config.topK
-        hello.stable = config.stableEnabled
+        hello.topK = config.model.topK
+        hello.stable = config.stable.enabled
         hello.stableGroups = pipeline.vocabulary.groupCount
         let status: @Sendable () -> [UInt8] = { [weak self] in self?.statusReport().encode() ?? [] }
-        return ProtocolContext(hello: hello, vocabulary: pipeline.vocabulary, maxTopK: config.topK, status: status)
+        return ProtocolContext(hello: hello, vocabulary: pipeline.vocabulary, maxTopK: config.model.topK, status: status)
     }
 
     /// The model file's SHA-256: the sidecar's `sha256` when it has one, else computed once per

@@ -151,7 +151,7 @@ public final class ShutdownDeadline: Sendable {
             let finished = wake.wait(timeoutNs: UInt64(seconds) * 1_000_000_000, until: { done.isSet })
             if !finished {
                 logger.critical("graceful shutdown took longer than \(seconds) s; exiting without finishing it")
-                _exit(StartupError.software)
+                _exit(ExitStatus.software.code)
             }
         }
     }
@@ -162,17 +162,12 @@ public final class ShutdownDeadline: Sendable {
     }
 }
 
-extension StartupError {
-    public static let ioError: Int32 = 74         // EX_IOERR: the source failed while running
-}
-
 extension PipelineError {
-    /// The sysexits code the daemon exits with when the running pipeline failed, so that
-    /// `systemctl status` tells a dead camera from a dead accelerator (both non-zero, so
-    /// `Restart=on-failure` restarts the service).
-    public var exitCode: Int32 {
-        if case .source = self { return StartupError.ioError }
-        if case .engineUnhealthy = self { return StartupError.unavailable }
-        return StartupError.software
+    /// The exit status when the running pipeline failed, so that `systemctl status` tells a dead
+    /// camera from a dead accelerator (both non-zero, so `Restart=on-failure` restarts the service).
+    public var exitStatus: ExitStatus {
+        if case .source = self { return .ioError }
+        if case .engineUnhealthy = self { return .unavailable }
+        return .software
     }
 }

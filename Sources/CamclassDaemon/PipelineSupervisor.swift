@@ -267,7 +267,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
         switch outcome {
         case .applied(let changed, let engineReloaded, let loadMs, let gapMs):
             // The level too only when the whole configuration took effect.
-            if let level = Logger.Level(rawValue: current.config.daemonLogLevel) { LogLevelControl.shared.set(level) }
+            LogLevelControl.shared.set(current.config.daemon.logLevel)
             logger.notice("configuration reloaded", metadata: [
                 "reload.changed": "\(changed.joined(separator: ","))", "reload.engine": engineReloaded ? "reloaded" : "kept",
                 "reload.model_load_ms": "\(Self.ms(loadMs))", "reload.gap_ms": "\(gapMs.map(Self.ms) ?? "none yet")",
@@ -303,7 +303,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
         // Decide whether the engine must be rebuilt: a changed inference setting, or model files
         // replaced in place.
         let model: ModelDescriptor
-        do { model = try ModelDescriptor.load(path: next.modelPath) } catch { return .rejected("\(error)") }
+        do { model = try ModelDescriptor.load(path: next.model.path) } catch { return .rejected("\(error)") }
         let engineChanged = plan.engineChanged || FileStamp.of(model) != old.parts.files
         var changed = plan.changed
         if engineChanged && !changed.contains("model.path") && !plan.engineChanged { changed.append("model files") }
@@ -456,7 +456,9 @@ public final class PipelineSupervisor: @unchecked Sendable {
     }
 }
 
-/// Which settings differ between the running and the re-read configuration, and what that takes.
+/// Which sections differ between the running and the re-read configuration, and what that takes.
+/// Sections are compared whole (each is its component's options type); `changed` names the keys
+/// written differently in the two files (or flags) within those sections.
 struct ReloadPlan {
     var effective: DaemonConfig
     var changed: [String] = []
@@ -467,97 +469,43 @@ struct ReloadPlan {
 
     init(old: DaemonConfig, new: DaemonConfig) {
         var e = new
-        var changed: [String] = []
-        var restart: [String] = []
+        // Flags that hold for the daemon's life.
+        e.frameLimit = old.frameLimit
+        e.debugStallAfterFrames = old.debugStallAfterFrames
         // Bound to the socket and the log, which stay up so that subscribers stay connected.
-        func keep<T: Equatable>(_ key: String, _ path: WritableKeyPath<DaemonConfig, T>) {
-            if e[keyPath: path] != old[keyPath: path] {
-                restart.append(key)
-                e[keyPath: path] = old[keyPath: path]
-            }
+        var restartSections: [String] = []
+        if e.publish != old.publish { restartSections.append(SocketOptions.section); e.publish = old.publish }
+        if e.log != old.log { restartSections.append(RollingLogOptions.section); e.log = old.log }
+
+        engineChanged = e.model.path != old.model.path || e.inference != old.inference
+        pipelineChanged = e.pipeline != old.pipeline || e.stable != old.stable
+        sourceChanged = e.source != old.source || e.camera != old.camera
+        var sections: [String] = []
+        if e.source != old.source { sections.append(SourceOptions.section) }
+        if e.camera != old.camera { sections.append(CameraOptions.section) }
+        if e.model != old.model { sections.append(ModelOptions.section) }
+        if e.inference != old.inference { sections.append(InferenceOptions.section) }
+        if e.pipeline.withoutModel != old.pipeline.withoutModel { sections.append(PipelineOptions.section) }
+        if e.stable != old.stable { sections.append(StableLabelOptions.section) }
+        if e.daemon != old.daemon { sections.append(DaemonOptions.section) }
+
+        func keys(in section: String) -> [String] {
+            let k = DaemonConfig.differingKeys(old, new, section: section)
+            return k.isEmpty ? [section] : k
         }
-        keep("publish.socket", \.socketPath)
-        keep("publish.socket_mode", \.socketMode)
-        keep("publish.subscriber_buffer_bytes", \.subscriberBufferBytes)
-        keep("publish.max_subscribers", \.maxSubscribers)
-        keep("publish.max_request_bytes", \.maxRequestBytes)
-        keep("log.path", \.logPath)
-        keep("log.max_bytes", \.logMaxBytes)
-        keep("log.keep", \.logKeep)
-        keep("log.buffer_bytes", \.logBufferBytes)
-        keep("publish.max_requests_per_second", \.maxRequestsPerSecond)
-        keep("log.format", \.logFormat)
-        keep("log.rotate_daily", \.logRotateDaily)
-        keep("log.gzip", \.logGzip)
-        keep("log.fsync", \.logFsync)
-        keep("log.fsync_interval_ms", \.logFsyncIntervalMs)
-
-        func differs<T: Equatable>(_ key: String, _ path: KeyPath<DaemonConfig, T>) -> Bool {
-            guard e[keyPath: path] != old[keyPath: path] else { return false }
-            changed.append(key)
-            return true
-        }
-        var engine = false
-        engine = differs("model.path", \.modelPath) || engine
-        engine = differs("inference.backend", \.backend) || engine
-        engine = differs("inference.device", \.device) || engine
-        engine = differs("inference.precision", \.precision) || engine
-        engine = differs("inference.performance_hint", \.performanceHint) || engine
-        engine = differs("inference.workers", \.workers) || engine
-        engine = differs("inference.openvino_library", \.openVINOLibrary) || engine
-        engine = differs("inference.bpu_library", \.bpuLibrary) || engine
-        engine = differs("inference.bpu_model_name", \.bpuModelName) || engine
-        engine = differs("inference.bpu_timeout_ms", \.bpuTimeoutMs) || engine
-        engine = differs("inference.bpu_priority", \.bpuPriority) || engine
-        var pipeline = false
-        pipeline = differs("model.top_k", \.topK) || pipeline
-        pipeline = differs("model.resize", \.resize) || pipeline
-        pipeline = differs("pipeline.queue_capacity", \.queueCapacity) || pipeline
-        pipeline = differs("pipeline.max_consecutive_failures", \.maxConsecutiveFailures) || pipeline
-        pipeline = differs("pipeline.latency_window_s", \.latencyWindowSeconds) || pipeline
-        pipeline = differs("stable.enabled", \.stableEnabled) || pipeline
-        pipeline = differs("stable.smoothing", \.stableSmoothing) || pipeline
-        pipeline = differs("stable.enter", \.stableEnter) || pipeline
-        pipeline = differs("stable.leave", \.stableLeave) || pipeline
-        pipeline = differs("stable.min_dwell_ms", \.stableMinDwellMs) || pipeline
-        pipeline = differs("stable.groups", \.stableGroups) || pipeline
-        _ = differs("daemon.log_level", \.daemonLogLevel)
-
-        // Everything else (source.*, camera.*, and any setting added later) is applied by
-        // rebuilding the source and the pipeline: correct for any key, if not the cheapest.
-        var rest = e
-        rest.file = old.file
-        rest.frameLimit = old.frameLimit
-        rest.debugStallAfterFrames = old.debugStallAfterFrames
-        rest.daemonLogLevel = old.daemonLogLevel
-        for path in Self.engineAndPipelineKeys { Self.copy(path, from: old, to: &rest) }
-        let source = rest != old
-        if source { changed.append("source") }
-
+        changed = sections.flatMap(keys)
+        needRestart = restartSections.flatMap(keys)
+        // The source section: one entry, as the record says what was reopened.
+        if sourceChanged { changed.removeAll { $0.hasPrefix("source.") || $0.hasPrefix("camera.") || $0 == "source" || $0 == "camera" }; changed.append("source") }
         effective = e
-        self.changed = changed
-        needRestart = restart
-        engineChanged = engine
-        pipelineChanged = pipeline
-        sourceChanged = source
     }
+}
 
-    private static var engineAndPipelineKeys: [PartialKeyPath<DaemonConfig>] {
-        [
-        \.modelPath, \.backend, \.device, \.precision, \.performanceHint, \.workers, \.openVINOLibrary,
-        \.bpuLibrary, \.bpuModelName, \.bpuTimeoutMs, \.bpuPriority, \.topK, \.resize, \.queueCapacity,
-        \.maxConsecutiveFailures, \.latencyWindowSeconds, \.stableEnabled, \.stableSmoothing, \.stableEnter,
-        \.stableLeave, \.stableMinDwellMs, \.stableGroups,
-        ]
-    }
-
-    private static func copy(_ path: PartialKeyPath<DaemonConfig>, from old: DaemonConfig, to c: inout DaemonConfig) {
-        switch path {
-        case let p as WritableKeyPath<DaemonConfig, String>: c[keyPath: p] = old[keyPath: p]
-        case let p as WritableKeyPath<DaemonConfig, Int>: c[keyPath: p] = old[keyPath: p]
-        case let p as WritableKeyPath<DaemonConfig, Double>: c[keyPath: p] = old[keyPath: p]
-        case let p as WritableKeyPath<DaemonConfig, Bool>: c[keyPath: p] = old[keyPath: p]
-        default: preconditionFailure("ReloadPlan.copy: add the key path's type")
-        }
+extension PipelineOptions {
+    /// The `pipeline:` section's own keys (the `model:` section compared apart).
+    var withoutModel: PipelineOptions {
+        var o = self
+        o.model = ModelOptions()
+        return o
     }
 }

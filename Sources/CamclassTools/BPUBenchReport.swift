@@ -28,7 +28,7 @@ public final class BPUBenchReport: @unchecked Sendable {
 
     /// Reads the model file and opens the library (if it is the stand-in); resets its counters.
     public init(config: DaemonConfig, catalogue: ModelCatalogue?) {
-        let network = (try? ModelDescriptor.load(path: config.modelPath))?.modelPath ?? config.modelPath
+        let network = (try? ModelDescriptor.load(path: config.model.path))?.modelPath ?? config.model.path
         let keys = Self.standInKeys(file: network)
         if let keys {
             let latency = Double(keys["latency_us"] ?? "0") ?? 0
@@ -46,11 +46,11 @@ public final class BPUBenchReport: @unchecked Sendable {
             theoreticalText = "n/a (a real BPU model: see the RDK X5 figures)"
         }
         board = catalogue?.board ?? "RDK X5"
-        let candidates = [config.modelPath, network] + (keys?["name"].map { [$0] } ?? [])
+        let candidates = [config.model.path, network] + (keys?["name"].map { [$0] } ?? [])
         expected = candidates.lazy.compactMap { catalogue?.entry(matching: $0) }.first
 
         // Only the stand-in exports standin_dnn_stats; anything else is closed again at once.
-        var handle = dlopen(config.bpuLibrary, RTLD_NOW | RTLD_LOCAL)
+        var handle = dlopen(config.inference.bpuLibrary, RTLD_NOW | RTLD_LOCAL)
         var fn: (@convention(c) (UnsafeMutablePointer<CChar>?, Int) -> Int32)?
         if let h = handle, let s = dlsym(h, "standin_dnn_stats") {
             fn = unsafeBitCast(s, to: (@convention(c) (UnsafeMutablePointer<CChar>?, Int) -> Int32).self)

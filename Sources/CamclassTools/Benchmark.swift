@@ -58,7 +58,7 @@ public struct PipelineBenchmark {
     /// Runs raw and pipeline measurements alternately, `rounds` times each.
     /// Thread context: blocking; call from a dedicated thread or a command-line main.
     public func run(progress: (String) -> Void) throws -> Result {
-        let model = try ModelDescriptor.load(path: config.modelPath)
+        let model = try ModelDescriptor.load(path: config.model.path)
         let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
         let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
         return try run(engine: engine, model: model, labels: labels, progress: progress)
@@ -170,7 +170,7 @@ public struct PipelineBenchmark {
         let log = RollingLog(options: RollingLogOptions(path: dir + "/bench.log"), logger: quiet)
         let samples = LatencySamples(capacity: 1 << 20)
         var options = PipelineOptions()
-        options.queueCapacity = config.queueCapacity
+        options.queueCapacity = config.pipeline.queueCapacity
         let pipeline = ClassificationPipeline(source: source, engine: engine, labels: labels, modelName: model.name,
                                               sinks: [socket, log], options: options, logger: quiet,
                                               onResult: { r in samples.add(r) })

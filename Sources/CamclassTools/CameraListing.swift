@@ -117,7 +117,7 @@ public enum CameraProbe {
 
     /// `run` with the camera settings of `config`: the report, and whether frames came.
     public static func stream(path: String, config: DaemonConfig, frames: Int, logger: Logger) -> (text: String, ok: Bool) {
-        let o = config.cameraOptions(path: path)
+        let o = config.camera.at(path: path)
         let r = run(options: o, frames: frames, logger: logger)
         return (report(r, path: path), r.error == nil && r.frames == frames)
     }

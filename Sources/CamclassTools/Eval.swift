@@ -319,15 +319,13 @@ public struct EvalRunner {
     /// - Parameter progress: called about ten times a second with (done, total) from this thread.
     /// - Returns: one result per image, in input order, and the engine's one-line summary.
     public func run(images: [LabelledImage], progress: (Int, Int) -> Void) throws -> (results: [EvalImageResult], engine: String, seconds: Double) {
-        let (model, labels) = try Self.classes(modelPath: config.modelPath)
+        let (model, labels) = try Self.classes(modelPath: config.model.path)
         let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
         let source = try EvalSource(images: images)
         let collected = Mutex<[EvalImageResult]>(images.map { EvalImageResult(path: $0.path, label: $0.label) })
         let done = Atomic<Int>(0)
-        var options = PipelineOptions()
-        options.queueCapacity = config.queueCapacity
-        options.resizeMode = ResizeMode(rawValue: config.resize) ?? .crop
-        options.topK = self.options.topK
+        var options = config.pipeline
+        options.model.topK = self.options.topK
         let pipeline = ClassificationPipeline(
             source: source, engine: engine, labels: labels, modelName: model.name, sinks: [], options: options,
             logger: logger, onResult: { r in

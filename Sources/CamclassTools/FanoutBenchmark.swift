@@ -94,14 +94,14 @@ public struct FanoutBenchmark {
 
     /// Thread context: blocking; call from a command-line main.
     public func run(progress: (String) -> Void) throws -> Result {
-        let model = try ModelDescriptor.load(path: config.modelPath)
+        let model = try ModelDescriptor.load(path: config.model.path)
         let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
         let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
         var bench = PipelineBenchmark.Options()
         bench.samplesDir = options.samplesDir
         let frames = try PipelineBenchmark(config: config, options: bench, logger: logger).benchFrames()
         let vocabulary = try config.recordVocabulary(labels: labels)
-        let encoding = Self.encodingCost(vocabulary: vocabulary, topK: config.topK)
+        let encoding = Self.encodingCost(vocabulary: vocabulary, topK: config.model.topK)
         progress(String(format: "JSON encoding: %.0f bytes/record, %.2f µs CPU/record", encoding.jsonBytes, encoding.jsonNs / 1000))
         var rows = options.subscribers.map { Row(subscribers: $0) }
         for round in 1...options.rounds {
@@ -190,13 +190,12 @@ public struct FanoutBenchmark {
         var so = SocketOptions(path: dir + "/bench.sock")
         so.maxSubscribers = max(64, subscribers)
         let socket = UnixSocketPublisher(options: so, logger: quiet)
-        var lo = config.rollingLogOptions(vocabulary: vocabulary)
+        var lo = config.log
+        lo.vocabulary = vocabulary
         lo.path = dir + "/bench.log"
         let log = RollingLog(options: lo, logger: quiet)
-        var options = PipelineOptions()
-        options.queueCapacity = config.queueCapacity
-        options.topK = config.topK
-        options.stable = config.stableOptions
+        var options = config.pipeline
+        options.stable = config.stable.enabled ? config.stable : nil
         options.vocabulary = vocabulary
         let pipeline = ClassificationPipeline(source: source, engine: engine, labels: labels, modelName: model.name,
                                               sinks: [socket, log], options: options, logger: quiet)

@@ -54,7 +54,7 @@ public struct ModelBenchmark {
     }
 
     /// The row plus the raw-vs-daemon details (`camclass bench --model` prints both).
-    /// - Throws: what loading or running the model throws (`InferenceError`, `StartupError`).
+    /// - Throws: what loading or running the model throws (`InferenceError`, `DaemonError`).
     public func measure(sidecar: String, catalogue: ModelCatalogue?,
                         progress: (String) -> Void) throws -> (row: ModelTableRow, pipeline: PipelineBenchmark.Result) {
         let model = try ModelDescriptor.load(path: sidecar)
@@ -74,8 +74,8 @@ public struct ModelBenchmark {
         // 1. Single stream.
         do {
             var c = config
-            c.performanceHint = "latency"
-            c.workers = 1
+            c.inference.performanceHint = .latency
+            c.inference.workers = 1
             let engine = try makeEngine(config: c, model: model, labels: labels, logger: logger)
             let samples = Self.singleStream(slot: engine.slots[0], frame: frames[0], classes: engine.info.classes,
                                             seconds: options.latencySeconds)
@@ -87,8 +87,8 @@ public struct ModelBenchmark {
         // 2. Throughput with 1…N in flight.
         do {
             var c = config
-            c.performanceHint = "throughput"
-            c.workers = max(1, options.maxInFlight)
+            c.inference.performanceHint = .throughput
+            c.inference.workers = max(1, options.maxInFlight)
             let engine = try makeEngine(config: c, model: model, labels: labels, logger: logger)
             for slot in engine.slots { NV12Ops.scale(frames[0].view.readOnly, into: slot.input, mode: .crop) }
             row.fpsInFlight = (1...engine.slots.count).map { k in

@@ -6,7 +6,7 @@ import Support
 /// A failed client command: what to print and the exit status (sysexits).
 public struct ClientError: Error, CustomStringConvertible {
     public var message: String
-    public var exitCode: Int32
+    public var status: ExitStatus
     public var description: String { message }
 }
 
@@ -20,18 +20,18 @@ public enum CamclassClient {
         public static func open(socket: String, quiet: Bool = true) throws(ClientError) -> Session {
             let connection: SubscriberConnection
             do { connection = try SubscriberConnection(path: socket) } catch {
-                throw ClientError(message: "cannot connect to camclassd at \(socket): \(error) (is the daemon running? see --socket)", exitCode: 69)
+                throw ClientError(message: "cannot connect to camclassd at \(socket): \(error) (is the daemon running? see --socket)", status: .unavailable)
             }
             let first: String?
             do { first = try connection.readLine(timeoutMs: 5000) } catch {
-                throw ClientError(message: "reading from \(socket): \(error)", exitCode: 74)
+                throw ClientError(message: "reading from \(socket): \(error)", status: .ioError)
             }
             guard let line = first, let hello = object(line), hello["type"] as? String == "hello" else {
-                throw ClientError(message: "\(socket) did not greet with a protocol v1 hello within 5 s (an older camclassd?)", exitCode: 76)
+                throw ClientError(message: "\(socket) did not greet with a protocol v1 hello within 5 s (an older camclassd?)", status: .protocolError)
             }
             if quiet {
                 do { try connection.send(line: #"{"subscribe":{"classifications":false,"events":[]}}"#) } catch {
-                    throw ClientError(message: "writing to \(socket): \(error)", exitCode: 74)
+                    throw ClientError(message: "writing to \(socket): \(error)", status: .ioError)
                 }
             }
             return Session(connection: connection, hello: hello)
@@ -50,12 +50,12 @@ public enum CamclassClient {
                     }
                     guard let o = object(line), let t = o["type"] as? String else { continue }
                     if types.contains(t) { return (line, o) }
-                    if t == "error" { throw ClientError(message: "camclassd answered: \(o["error"] as? String ?? line)", exitCode: 1) }
+                    if t == "error" { throw ClientError(message: "camclassd answered: \(o["error"] as? String ?? line)", status: .failure) }
                 }
             } catch let e as ClientError { throw e } catch {
-                throw ClientError(message: "talking to camclassd: \(error)", exitCode: 74)
+                throw ClientError(message: "talking to camclassd: \(error)", status: .ioError)
             }
-            throw ClientError(message: "no answer to \(request) within \(timeoutMs / 1000) s", exitCode: 75)
+            throw ClientError(message: "no answer to \(request) within \(timeoutMs / 1000) s", status: .tempFail)
         }
     }
 

@@ -7,11 +7,12 @@ import WireFormat
 import Support
 import Synchronization
 
-public struct PipelineOptions: Sendable {
+public struct PipelineOptions: ConfigSection {
+    public static let section = "pipeline"
     /// Frames waiting for a worker; when full the oldest is dropped.
     public var queueCapacity = 2
-    public var resizeMode: ResizeMode = .crop
-    public var topK = 5
+    /// The `model:` section's top_k and resize.
+    public var model = ModelOptions()
     /// Stop after this many published classifications (tests, benchmarks); nil = run until stopped.
     public var frameLimit: Int?
     /// Consecutive inference failures after which the engine counts as unhealthy and the pipeline stops.
@@ -19,11 +20,39 @@ public struct PipelineOptions: Sendable {
     /// Stable labels (smoothing, hysteresis, dwell) on the result thread; nil = off.
     public var stable: StableLabelOptions?
     /// Names for records and the stable-label space (coarse groups); nil = the model's labels.
-    public var vocabulary: RecordVocabulary?
+    @NotCompared public var vocabulary: RecordVocabulary? = nil
     /// Seconds of per-stage latencies `status` summarises.
     public var latencyWindowSeconds = 10.0
     public init() {}
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        queueCapacity = try r.int("queue_capacity", queueCapacity, 1...64, unit: "frames")
+        maxConsecutiveFailures = try r.int("max_consecutive_failures", maxConsecutiveFailures, 1...100_000)
+        latencyWindowSeconds = try r.double("latency_window_s", latencyWindowSeconds, 1...3600, unit: "seconds")
+    }
 }
+
+/// The `model:` section: which model, how many of its best classes each record carries, and how a
+/// frame is fitted to the model's input.
+public struct ModelOptions: ConfigSection {
+    public static let section = "model"
+    /// The model's sidecar (`.model.yaml`) or network file.
+    public var path = "models/efficientnet_lite0.model.yaml"
+    /// Entries in each record's `top` (bounded: every entry is in every record on every subscriber).
+    public var topK = 5
+    public var resize: ResizeMode = .crop
+    public init() {}
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        path = try r.string("path", path, maxBytes: 4095, allowEmpty: false)
+        topK = try r.int("top_k", topK, 1...100, unit: "classes")
+        resize = try r.choice("resize", resize)
+    }
+}
+
+extension ResizeMode: ConfigEnum {}
 
 /// Counters for every stage; every drop has a cause.
 public struct PipelineCounters: Sendable, Equatable {
@@ -115,12 +144,12 @@ public final class ClassificationPipeline: @unchecked Sendable {
         let ringSize = max(2, workers * 2)
         // The stable-label stage needs every class's probability; otherwise only the top-k is kept.
         let allClasses = options.stable == nil ? 0 : engine.info.classes
-        results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.topK), classes: allClasses) }
+        results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.model.topK), classes: allClasses) }
         ready = Array(repeating: false, count: ringSize)
         let vocabulary = options.vocabulary ?? RecordVocabulary(labels: labels.names)
         self.vocabulary = vocabulary
         encoder = RecordEncoder(source: source.name, model: modelName, vocabulary: vocabulary,
-                                fileNames: source.fileNames, maxTopK: max(1, options.topK))
+                                fileNames: source.fileNames, maxTopK: max(1, options.model.topK))
         stable = options.stable.map { StableLabel(vocabulary: vocabulary, options: $0) }
         latency = LatencyWindow(seconds: options.latencyWindowSeconds)
     }
@@ -160,7 +189,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
         threads.append(DedicatedThread(name: "camclass-capture") { [self] in captureLoop() })
         logger.info("pipeline started", metadata: [
             "pipeline.workers": "\(slots.count)", "pipeline.queue": "\(options.queueCapacity)",
-            "pipeline.pool": "\(pool.capacity)", "pipeline.resize": "\(options.resizeMode.rawValue)"])
+            "pipeline.pool": "\(pool.capacity)", "pipeline.resize": "\(options.model.resize.rawValue)"])
     }
 
     /// Asks the source to stop; frames already captured are still classified and published.
@@ -224,7 +253,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
             guard let frame = queue.pop() else { break }
             let ticket = frame.info.ticket
             let t0 = Clock.monotonicNs()
-            NV12Ops.scale(frame.pixels, into: slot.input, mode: options.resizeMode)
+            NV12Ops.scale(frame.pixels, into: slot.input, mode: options.model.resize)
             let info = frame.info
             _ = consume frame  // the buffer goes back to the pool as soon as it is scaled
             let t1 = Clock.monotonicNs()
@@ -262,7 +291,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
             if ok {
                 let t3 = Clock.monotonicNs()
                 if logits { Postprocess.softmax(scores) }
-                r.topCount = Postprocess.topK(UnsafeBufferPointer(scores), k: options.topK,
+                r.topCount = Postprocess.topK(UnsafeBufferPointer(scores), k: options.model.topK,
                                               classes: r.topClasses, scores: r.topScores)
                 if r.allScores.count > 0 {
                     UnsafeMutableRawBufferPointer(r.allScores).copyMemory(from: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: scores[0..<min(scores.count, r.allScores.count)])))

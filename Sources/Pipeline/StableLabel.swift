@@ -1,6 +1,10 @@
+import Support
 import WireFormat
 
-public struct StableLabelOptions: Sendable, Equatable {
+public struct StableLabelOptions: ConfigSection {
+    public static let section = "stable"
+    /// Off: no stable labels, no `change` records.
+    public var enabled = true
     /// EWMA span in frames: each frame moves a label's smoothed score by α = 2 / (N + 1) towards
     /// its new score (1 = no smoothing).
     public var smoothingFrames = 5
@@ -11,8 +15,24 @@ public struct StableLabelOptions: Sendable, Equatable {
     public var leave = 0.3
     /// A candidate must stay the candidate this long (capture time) before it becomes stable.
     public var minDwellMs = 500
+    /// Coarse-groups file ("" = stable labels are the model's classes); a relative path in a config
+    /// file is taken relative to that file (the shipped pair moves together).
+    public var groups = ""
 
     public init() {}
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        enabled = try r.bool("enabled", enabled)
+        smoothingFrames = try r.int("smoothing", smoothingFrames, 1...1000, unit: "frames")
+        enter = try r.double("enter", enter, 0.001...1, unit: "(score)")
+        leave = try r.double("leave", leave, 0.001...1, unit: "(score)")
+        minDwellMs = try r.int("min_dwell_ms", minDwellMs, 0...3_600_000, unit: "ms")
+        groups = try r.path("groups", groups, relativeToFile: true)
+        if leave > enter {
+            throw r.invalid("leave", "\(leave)", "must not exceed stable.enter (\(enter)): a label is entered at `enter` and held down to `leave`")
+        }
+    }
 }
 
 /// The outcome of one frame.

@@ -5,7 +5,7 @@ import Support
 import Synchronization
 
 /// How the rolling log's lines look.
-public enum LogFormat: String, Sendable, CaseIterable {
+public enum LogFormat: String, ConfigEnum {
     /// JSON Lines: exactly the records subscribers receive.
     case json
     /// One human-readable line per record: `2026-11-23T09:20:00.123Z #123 Egyptian cat 0.39 (stable: cat) 7.1 ms`.
@@ -24,8 +24,10 @@ public enum FsyncPolicy: Sendable, Equatable {
     case always
 }
 
-public struct RollingLogOptions: Sendable {
-    public var path: String
+/// The `log:` section: the rolling log's file, rotation, compression, durability and format.
+public struct RollingLogOptions: ConfigSection {
+    public static let section = "log"
+    public var path = "/var/log/camclassd/classifications.log"
     /// Rotate before the file would exceed this many bytes (records are never split); 0 = no size limit.
     public var maxBytes = 10 * 1024 * 1024
     /// Also rotate when the UTC day changes (checked when records are written).
@@ -39,15 +41,38 @@ public struct RollingLogOptions: Sendable {
     public var fsync: FsyncPolicy = .rotation
     public var format: LogFormat = .json
     /// Label names for the `text` format (JSON lines carry their own).
-    public var vocabulary: RecordVocabulary?
+    @NotCompared public var vocabulary: RecordVocabulary? = nil
     /// Wall clock (CLOCK_REALTIME ns) deciding daily rotation; tests inject a fake one.
-    public var clock: @Sendable () -> UInt64 = { Clock.realtimeNs() }
+    @NotCompared public var clock: @Sendable () -> UInt64 = { Clock.realtimeNs() }
     /// The write(2) the writer thread uses; tests inject failures (ENOSPC, EIO) here.
-    public var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }
+    @NotCompared public var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }
     /// After a failed write, the writer keeps the unwritten records and retries this often.
     public var retryMs = 250
 
+    public init() {}
     public init(path: String) { self.path = path }
+
+    private enum FsyncName: String, ConfigEnum { case never, rotation, interval, always }
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        path = try r.string("path", path, maxBytes: 4095, allowEmpty: false)
+        maxBytes = try r.int("max_bytes", maxBytes, 0...(1 << 40), unit: "bytes (0 = no size rotation)")
+        if maxBytes != 0 && maxBytes < 1024 { throw r.invalid("max_bytes", "\(maxBytes)", "expected 0 (no size rotation) or at least 1024") }
+        keep = try r.int("keep", keep, 0...1000, unit: "files")
+        bufferBytes = try r.int("buffer_bytes", bufferBytes, 65_536...(256 << 20), unit: "bytes")
+        rotateDaily = try r.bool("rotate_daily", rotateDaily)
+        gzip = try r.bool("gzip", gzip)
+        let mode = try r.choice("fsync", FsyncName.rotation)
+        let intervalMs = try r.int("fsync_interval_ms", 1000, 10...3_600_000, unit: "ms")
+        switch mode {
+        case .never: fsync = .never
+        case .rotation: fsync = .rotation
+        case .interval: fsync = .interval(ms: intervalMs)
+        case .always: fsync = .always
+        }
+        format = try r.choice("format", format)
+    }
 }
 
 /// Appends records to a file that rotates by size and/or daily (`app.log` → `app.log.1` → … →

@@ -4,8 +4,10 @@ import Logging
 import Support
 import Synchronization
 
-public struct SocketOptions: Sendable {
-    public var path: String
+/// The `publish:` section: the Unix socket subscribers connect to, and what each may cost.
+public struct SocketOptions: ConfigSection {
+    public static let section = "publish"
+    public var path = "/run/camclassd/camclassd.sock"
     /// File mode of the socket (0660: owner and group may connect).
     public var mode: mode_t = 0o660
     /// Bytes buffered per subscriber; when full, that subscriber's records are dropped and counted.
@@ -22,7 +24,22 @@ public struct SocketOptions: Sendable {
     /// Records buffered between the result thread and the I/O thread (shared by all subscribers).
     public var journalBytes = 1 << 20
 
+    public init() {}
     public init(path: String) { self.path = path }
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        path = try r.string("socket", path, maxBytes: 4095, allowEmpty: false)
+        // sun_path holds 107 bytes and a NUL.
+        if path.utf8.count > 107 {
+            throw r.invalid("socket", path, "a Unix socket path holds at most 107 bytes (this one has \(path.utf8.count)); choose a shorter path")
+        }
+        mode = mode_t(try r.fileMode("socket_mode", UInt32(mode)))
+        subscriberBufferBytes = try r.int("subscriber_buffer_bytes", subscriberBufferBytes, 4096...(64 << 20), unit: "bytes")
+        maxSubscribers = try r.int("max_subscribers", maxSubscribers, 1...4096)
+        maxRequestBytes = try r.int("max_request_bytes", maxRequestBytes, 256...(1 << 20), unit: "bytes")
+        maxRequestsPerSecond = try r.int("max_requests_per_second", maxRequestsPerSecond, 1...10_000)
+    }
 }
 
 /// What the protocol needs from the daemon; give it to `configure` before `start`.

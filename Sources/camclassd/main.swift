@@ -15,61 +15,59 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
 
     @Option(name: .long, help: "Config file (default: \(DaemonConfig.systemFile) if present, else built-in defaults).")
     var config: String?
-    @Option(name: .long, help: "Frame source: a folder or file to replay (JPEG, <name>_<W>x<H>.nv12), or 'auto'.")
+    // Flags that set a config key are read as text and validated by that key's section type,
+    // exactly like the file's value (errors name the flag).
+    @Option(name: .long, help: "Frame source: a folder or file to replay (JPEG, <name>_<W>x<H>.nv12), a camera, or 'auto' (source.path).")
     var source: String?
-    @Option(name: .long, help: "Model sidecar (.model.yaml) or network file.")
+    @Option(name: .long, help: "Model sidecar (.model.yaml) or network file (model.path).")
     var model: String?
-    @Option(name: .long, help: "Unix socket path subscribers connect to.")
+    @Option(name: .long, help: "Unix socket path subscribers connect to (publish.socket).")
     var socket: String?
-    @Option(name: .long, help: "Rolling log file (JSON Lines).")
+    @Option(name: .long, help: "Rolling log file (log.path).")
     var log: String?
     @Option(name: .long, help: "Stop after N published classifications (flushes everything first).")
     var frames: Int?
-    @Option(name: .long, help: "Replay rate in frames per second (0 = unlimited).")
-    var fps: Double?
-    @Option(name: .long, help: "Inference backend: openvino or bpu.")
+    @Option(name: .long, help: "Replay rate in frames per second, 0 = unlimited (source.fps).")
+    var fps: String?
+    @Option(name: .long, help: "Inference backend: openvino or bpu (inference.backend).")
     var backend: String?
-    @Option(name: .long, help: "OpenVINO device (CPU, GPU, NPU, AUTO).")
+    @Option(name: .long, help: "OpenVINO device: CPU, GPU, NPU, AUTO (inference.device).")
     var device: String?
-    @Option(name: .long, help: "Inference requests in flight (0 = the engine's optimum).")
-    var workers: Int?
-    @Option(name: .long, help: "Inference precision: auto, bf16, f16, f32.")
+    @Option(name: .long, help: "Inference requests in flight, 0 = the engine's optimum (inference.workers).")
+    var workers: String?
+    @Option(name: .long, help: "Inference precision: auto, bf16, f16, f32 (inference.precision).")
     var precision: String?
-    @Option(name: .long, help: "Daemon log level: trace, debug, info, notice, warning, error, critical.")
+    @Option(name: .long, help: "Daemon log level: trace, debug, info, notice, warning, error, critical (daemon.log_level).")
     var logLevel: String?
-    @Flag(name: .long, help: "Replay once instead of looping.")
+    @Flag(name: .long, help: "Replay once instead of looping (source.loop: false).")
     var once = false
     @Flag(name: .long, help: "Print each classification as a human-readable line on stdout.")
     var print = false
-    @Flag(name: .long, help: "Validate the configuration (and flags) and exit.")
+    @Flag(name: .long, help: "Validate the configuration and flags, check that the files they name exist, and exit.")
     var checkConfig = false
     // A test hook, not for users: the source goes silent after N frames (the watchdog test).
     @Option(name: .customLong("debug-stall-after"), help: ArgumentHelp("Test hook: the source stops after N frames.", visibility: .hidden))
     var debugStallAfter: Int?
 
-    func resolvedConfig() throws -> DaemonConfig {
-        var c: DaemonConfig
-        if let config {
-            c = try DaemonConfig.load(file: config)
-        } else if access(DaemonConfig.systemFile, R_OK) == 0 {
-            c = try DaemonConfig.load(file: DaemonConfig.systemFile)
-        } else {
-            c = DaemonConfig()
+    /// The flags that stand for config keys.
+    var overrides: [ConfigOverride] {
+        let flags: [(String, String, String, String?)] = [
+            ("--source", "source", "path", source), ("--fps", "source", "fps", fps), ("--once", "source", "loop", once ? "false" : nil),
+            ("--model", "model", "path", model), ("--backend", "inference", "backend", backend),
+            ("--device", "inference", "device", device), ("--workers", "inference", "workers", workers),
+            ("--precision", "inference", "precision", precision), ("--socket", "publish", "socket", socket),
+            ("--log", "log", "path", log), ("--log-level", "daemon", "log_level", logLevel),
+        ]
+        return flags.compactMap { f in f.3.map { ConfigOverride(flag: f.0, section: f.1, key: f.2, value: $0) } }
+    }
+
+    func resolvedConfig() throws(ConfigError) -> DaemonConfig {
+        var c = try DaemonConfig.resolve(file: config, overrides: overrides)
+        if let frames {
+            guard frames > 0 else { throw ConfigError(file: "command line", key: "--frames", value: "\(frames)", reason: "expected a positive number") }
+            c.frameLimit = frames
         }
-        if let source { c.sourcePath = source }
-        if let model { c.modelPath = model }
-        if let socket { c.socketPath = socket }
-        if let log { c.logPath = log }
-        if let frames { c.frameLimit = frames }
-        if let fps { c.sourceFPS = fps }
-        if let backend { c.backend = backend }
-        if let device { c.device = device }
-        if let workers { c.workers = workers }
-        if let precision { c.precision = precision }
-        if let logLevel { c.daemonLogLevel = logLevel }
-        if once { c.sourceLoop = false }
-        if let debugStallAfter { c.debugStallAfterFrames = debugStallAfter }
-        try c.validate()
+        if let debugStallAfter { c.debugStallAfterFrames = max(0, debugStallAfter) }
         return c
     }
 
@@ -80,13 +78,17 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
         let config: DaemonConfig
         do { config = try resolvedConfig() } catch {
             Console.err((style == .journal ? "<3>" : "") + "camclassd: \(error)\n")
-            throw ExitCode(StartupError.configError)
+            throw ExitCode(ExitStatus.config.code)
         }
         if checkConfig {
+            do { try config.checkFiles() } catch {
+                Console.err((style == .journal ? "<3>" : "") + "camclassd: \(error)\n")
+                throw ExitCode(ExitStatus.config.code)
+            }
             Swift.print("configuration OK (\(config.file ?? "built-in defaults"))")
             return
         }
-        LogLevelControl.shared.set(Logger.Level(rawValue: config.daemonLogLevel) ?? .info)
+        LogLevelControl.shared.set(config.daemon.logLevel)
         let logger = Logger(label: "camclassd")
         var observer: (@Sendable (ClassificationResult, LabelSet) -> Void)?
         if print {
@@ -101,12 +103,12 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
                 try buildDaemon(config: config, logger: logger, onResult: onResult, reloadConfig: reload)
             }
             try await daemon.run(shutdownBoundSeconds: ShutdownDeadline.defaultSeconds)
-        } catch let e as StartupError {
+        } catch let e as DaemonError {
             logger.critical("\(e.message)")
-            throw ExitCode(e.exitCode)
+            throw ExitCode(e.status.code)
         } catch {
             logger.critical("\(error)")
-            throw ExitCode(StartupError.software)
+            throw ExitCode(ExitStatus.software.code)
         }
     }
 }

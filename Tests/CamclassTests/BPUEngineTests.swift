@@ -446,22 +446,22 @@ struct BPUEngineTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try writeNV12Frames(dir: dir + "/frames", lumas: [50])
         var c = DaemonConfig()
-        c.backend = "bpu"
-        c.bpuLibrary = standIn.path
-        c.modelPath = model.path
-        c.sourcePath = dir + "/frames"
-        c.sourceFPS = 0
-        c.maxConsecutiveFailures = 5
-        c.socketPath = dir + "/d.sock"
-        c.logPath = dir + "/d.log"
+        c.inference.backend = .bpu
+        c.inference.bpuLibrary = standIn.path
+        c.model.path = model.path
+        c.source.path = dir + "/frames"
+        c.source.fps = 0
+        c.pipeline.maxConsecutiveFailures = 5
+        c.publish.path = dir + "/d.sock"
+        c.log.path = dir + "/d.log"
         do {
             let daemon = try buildDaemon(config: c, logger: quiet)
             do {
                 try await daemon.run()
                 Issue.record("the daemon ran on although every inference failed")
-            } catch let e as StartupError {
+            } catch let e as DaemonError {
                 // What camclassd exits with: non-zero, so systemd restarts it.
-                #expect(e.exitCode != 0)
+                #expect(e.status.code != 0)
                 #expect(e.message.contains("unhealthy") && e.message.contains("hbDNNInfer"), "\(e.message)")
             } catch {
                 #expect("\(error)".contains("unhealthy"), "\(error)")
@@ -496,15 +496,15 @@ struct BPUEngineTests {
         // Through the daemon: a start-up error with EX_UNAVAILABLE.
         try writeNV12Frames(dir: model.dir + "/frames", lumas: [10])
         var c = DaemonConfig()
-        c.backend = "bpu"
-        c.bpuLibrary = "/nonexistent/libdnn.so"
-        c.modelPath = model.path
-        c.sourcePath = model.dir + "/frames"
+        c.inference.backend = .bpu
+        c.inference.bpuLibrary = "/nonexistent/libdnn.so"
+        c.model.path = model.path
+        c.source.path = model.dir + "/frames"
         do {
             _ = try buildDaemon(config: c, logger: quiet)
             Issue.record("buildDaemon succeeded without libdnn.so")
-        } catch let e as StartupError {
-            #expect(e.exitCode == StartupError.unavailable)
+        } catch let e as DaemonError {
+            #expect(e.status == .unavailable)
             #expect(e.message.contains("libdnn.so not found"))
         }
     }
@@ -604,15 +604,15 @@ struct BPUEngineTests {
         })
 
         var c = DaemonConfig()
-        c.backend = "bpu"
-        c.bpuLibrary = standIn.path
-        c.bpuTimeoutMs = 10_000  // no frame may fail here, however busy the machine
-        c.modelPath = dir + "/EfficientNet_B2_224x224_nv12.model.yaml"
-        c.sourcePath = dir + "/frames"
-        c.sourceFPS = 0  // unpaced: every frame is classified, and the workers are saturated
+        c.inference.backend = .bpu
+        c.inference.bpuLibrary = standIn.path
+        c.inference.bpuTimeoutMs = 10_000  // no frame may fail here, however busy the machine
+        c.model.path = dir + "/EfficientNet_B2_224x224_nv12.model.yaml"
+        c.source.path = dir + "/frames"
+        c.source.fps = 0  // unpaced: every frame is classified, and the workers are saturated
         c.frameLimit = 150
-        c.socketPath = dir + "/camclassd.sock"
-        c.logPath = dir + "/classifications.log"
+        c.publish.path = dir + "/camclassd.sock"
+        c.log.path = dir + "/classifications.log"
         let (lines, counters) = try await runDaemon(c)
         #expect(counters.published == c.frameLimit)
         #expect(counters.inferenceErrors == 0)
@@ -643,10 +643,10 @@ struct BPUEngineTests {
         let run = Task { try await daemon.run() }
         var connection: SubscriberConnection?
         for _ in 0..<300 where connection == nil {
-            connection = try? SubscriberConnection(path: c.socketPath)
+            connection = try? SubscriberConnection(path: c.publish.path)
             if connection == nil { try await Task.sleep(for: .milliseconds(10)) }
         }
-        let conn = try #require(connection, "could not connect to \(c.socketPath)")
+        let conn = try #require(connection, "could not connect to \(c.publish.path)")
         // Read on a thread of its own: blocking reads must not hold the cooperative pool.
         let lines: [String] = try await withCheckedThrowingContinuation { cont in
             Thread {

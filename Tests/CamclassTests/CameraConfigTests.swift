@@ -23,14 +23,14 @@ import Testing
               backoff_max_ms: 5000
               stall_timeout_ms: 500
             """, file: "t.yaml")
-        #expect(c.sourcePath == "/dev/v4l/by-id/usb-Cam-video-index0")
-        #expect(c.cameraWidth == 1280 && c.cameraHeight == 720 && c.cameraFPS == 15)
-        #expect(c.cameraFormats == ["MJPEG", "yuyv"])
-        #expect(c.cameraBuffers == 6 && c.cameraRaw && c.cameraBackoffMaxMs == 5000 && c.cameraStallTimeoutMs == 500)
+        #expect(c.source.path == "/dev/v4l/by-id/usb-Cam-video-index0")
+        #expect(c.camera.width == 1280 && c.camera.height == 720 && c.camera.fps == 15)
+        #expect(c.camera.formats == [.mjpeg, .yuyv])
+        #expect(c.camera.buffers == 6 && c.camera.raw && c.camera.backoffMaxMs == 5000 && c.camera.stallTimeoutMs == 500)
         let s = try DaemonConfig.parse(yaml: "camera:\n  formats: \"YUYV, NV12\"\n", file: "t.yaml")
-        #expect(s.cameraFormats == ["YUYV", "NV12"])
+        #expect(s.camera.formats == [.yuyv, .nv12])
         let d = DaemonConfig()
-        #expect(d.cameraFormats == ["NV12", "YUYV", "MJPEG"] && d.cameraBuffers == 4 && !d.cameraRaw)
+        #expect(d.camera.formats == [.nv12, .yuyv, .mjpeg] && d.camera.buffers == 4 && !d.camera.raw)
     }
 
     @Test func badCameraSettingsNameTheKey() {

@@ -40,7 +40,7 @@ import Testing
         #expect(images.map(\.label).sorted() == [281, 281, 967])
         for model in [try TestEnv.tinyModel(), try TestEnv.model()] {
             var config = DaemonConfig()
-            config.modelPath = model
+            config.model.path = model
             var calls = 0
             let run = try EvalRunner(config: config, logger: Logger(label: "test")).run(images: images) { done, total in
                 calls += 1
@@ -73,7 +73,7 @@ import Testing
         let images = try Self.images(dir)
         let model = try TestEnv.model()
         var config = DaemonConfig()
-        config.modelPath = model
+        config.model.path = model
         var results = try EvalRunner(config: config, logger: Logger(label: "test")).run(images: images) { _, _ in }.results
         let ref = FloatReference(python: venv + "/bin/python3", script: TestEnv.repoRoot + "/tools/evaltool.py")
         let out = try ref.run(sidecar: model, paths: images.map(\.path))

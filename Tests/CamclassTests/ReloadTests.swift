@@ -100,42 +100,35 @@ import Testing
 
 /// Which settings a reload applies how, in process.
 @Suite struct ReloadPlanTests {
-    @Test func categorisesChanges() {
-        let old = DaemonConfig()
-        var c = old
-        c.topK = 3
-        var p = ReloadPlan(old: old, new: c)
+    @Test func categorisesChanges() throws {
+        let base = "model:\n  top_k: 5\nstable:\n  enter: 0.5\n"
+        let old = try DaemonConfig.parse(yaml: base, file: "c.yaml")
+        func plan(_ yaml: String) throws -> ReloadPlan { ReloadPlan(old: old, new: try DaemonConfig.parse(yaml: yaml, file: "c.yaml")) }
+
+        var p = try plan("model:\n  top_k: 3\nstable:\n  enter: 0.5\n")
         #expect(p.pipelineChanged && !p.engineChanged && !p.sourceChanged && p.changed == ["model.top_k"])
 
-        c = old
-        c.precision = "f32"
-        p = ReloadPlan(old: old, new: c)
-        #expect(p.engineChanged && !p.pipelineChanged && !p.sourceChanged)
+        p = try plan(base + "inference:\n  precision: f32\n")
+        #expect(p.engineChanged && !p.pipelineChanged && !p.sourceChanged && p.changed == ["inference.precision"])
 
-        c = old
-        c.sourceFPS = 5
-        p = ReloadPlan(old: old, new: c)
+        p = try plan(base + "source:\n  fps: 5\n")
         #expect(p.sourceChanged && !p.engineChanged && p.changed == ["source"])
 
         // Socket and log settings need a restart: kept, reported, nothing else changes.
-        c = old
-        c.socketPath = "/tmp/elsewhere.sock"
-        c.logKeep = 9
-        p = ReloadPlan(old: old, new: c)
+        p = try plan(base + "publish:\n  socket: /tmp/elsewhere.sock\nlog:\n  keep: 9\n")
         #expect(p.needRestart == ["publish.socket", "log.keep"])
-        #expect(p.effective.socketPath == old.socketPath && p.effective.logKeep == old.logKeep)
+        #expect(p.effective.publish.path == old.publish.path && p.effective.log.keep == old.log.keep)
         #expect(!p.sourceChanged && !p.engineChanged && !p.pipelineChanged && p.changed.isEmpty)
 
         // Stable-label thresholds rebuild the pipeline, not the camera.
-        c = old
-        c.stableEnter = 0.7
-        c.stableMinDwellMs = 900
-        p = ReloadPlan(old: old, new: c)
+        p = try plan("model:\n  top_k: 5\nstable:\n  enter: 0.7\n  min_dwell_ms: 900\n")
         #expect(p.pipelineChanged && !p.sourceChanged && p.changed == ["stable.enter", "stable.min_dwell_ms"])
 
-        c = old
-        c.daemonLogLevel = "debug"
-        p = ReloadPlan(old: old, new: c)
-        #expect(p.changed == ["daemon.log_level"] && !p.sourceChanged)
+        p = try plan(base + "daemon:\n  log_level: debug\n")
+        #expect(p.changed == ["daemon.log_level"] && !p.sourceChanged && !p.pipelineChanged)
+
+        // A value written differently but meaning the same is no change (sections compare values).
+        p = try plan("model:\n  top_k: 5\nstable:\n  enter: 0.50\n")
+        #expect(p.changed.isEmpty && !p.pipelineChanged)
     }
 }

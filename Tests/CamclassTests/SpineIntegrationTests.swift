@@ -44,15 +44,15 @@ import Testing
         let dir = TestEnv.tempDir("spine")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = DaemonConfig()
-        config.sourcePath = try TestEnv.samples()
-        config.modelPath = try TestEnv.model()
-        config.sourceFPS = 60
+        config.source.path = try TestEnv.samples()
+        config.model.path = try TestEnv.model()
+        config.source.fps = 60
         config.frameLimit = 200
-        config.socketPath = dir + "/camclassd.sock"
-        config.logPath = dir + "/log/classifications.log"
-        config.logMaxBytes = 8 * 1024          // forces several rotations
-        config.logKeep = 100
-        config.subscriberBufferBytes = 4096    // the stalled subscriber overflows quickly
+        config.publish.path = dir + "/camclassd.sock"
+        config.log.path = dir + "/log/classifications.log"
+        config.log.maxBytes = 8 * 1024          // forces several rotations
+        config.log.keep = 100
+        config.publish.subscriberBufferBytes = 4096    // the stalled subscriber overflows quickly
         let daemon = try buildDaemon(config: config, logger: Logger(label: "spine-test"))
         let run = Task { try await daemon.run() }
 
@@ -60,9 +60,9 @@ import Testing
         var fast: SubscriberConnection?
         var stalled: SubscriberConnection?
         for _ in 0..<200 where fast == nil {
-            if FileManager.default.fileExists(atPath: config.socketPath) {
-                fast = try? SubscriberConnection(path: config.socketPath)
-                stalled = try? SubscriberConnection(path: config.socketPath)
+            if FileManager.default.fileExists(atPath: config.publish.path) {
+                fast = try? SubscriberConnection(path: config.publish.path)
+                stalled = try? SubscriberConnection(path: config.publish.path)
             }
             if fast == nil { try await Task.sleep(for: .milliseconds(10)) }
         }
@@ -145,26 +145,26 @@ import Testing
 
     @Test func missingModelSaysWhatIsMissing() throws {
         var config = DaemonConfig()
-        config.modelPath = "/nonexistent/model.model.yaml"
-        config.sourcePath = try TestEnv.samples()
+        config.model.path = "/nonexistent/model.model.yaml"
+        config.source.path = try TestEnv.samples()
         #expect {
             _ = try buildDaemon(config: config, logger: Logger(label: "t"))
         } throws: { e in
-            let s = e as? StartupError
-            return s?.exitCode == StartupError.noInput && "\(e)".contains("/nonexistent/model.model.yaml")
+            let s = e as? DaemonError
+            return s?.status == .noInput && "\(e)".contains("/nonexistent/model.model.yaml")
         }
     }
 
     @Test func missingOpenVINOSaysHowToInstall() throws {
         var config = DaemonConfig()
-        config.modelPath = try TestEnv.model()
-        config.sourcePath = try TestEnv.samples()
-        config.openVINOLibrary = "/nonexistent/libopenvino_c.so"
+        config.model.path = try TestEnv.model()
+        config.source.path = try TestEnv.samples()
+        config.inference.openVINOLibrary = "/nonexistent/libopenvino_c.so"
         #expect {
             _ = try buildDaemon(config: config, logger: Logger(label: "t"))
         } throws: { e in
-            let s = e as? StartupError
-            return s?.exitCode == StartupError.unavailable && "\(e)".contains("pip install openvino")
+            let s = e as? DaemonError
+            return s?.status == .unavailable && "\(e)".contains("pip install openvino")
         }
     }
 }

@@ -1,3 +1,4 @@
+import Support
 import CamclassTools
 import Client
 import WireFormat
@@ -158,8 +159,8 @@ import Testing
 @Suite struct StableLabelConfigTests {
     @Test func shippedConfigTurnsStableLabelsOnWithTheShippedGroups() throws {
         let c = try DaemonConfig.load(file: TestEnv.repoRoot + "/config/camclassd.yaml")
-        #expect(c.stableEnabled && c.stableSmoothing == 5 && c.stableEnter == 0.5 && c.stableLeave == 0.3 && c.stableMinDwellMs == 500)
-        #expect(c.stableGroups == TestEnv.repoRoot + "/config/coarse-groups.yaml", "resolved against the config file's directory")
+        #expect(c.stable.enabled && c.stable.smoothingFrames == 5 && c.stable.enter == 0.5 && c.stable.leave == 0.3 && c.stable.minDwellMs == 500)
+        #expect(c.stable.groups == TestEnv.repoRoot + "/config/coarse-groups.yaml", "resolved against the config file's directory")
         let labels = try LabelSet(path: TestEnv.repoRoot + "/config/imagenet1k-labels.txt")
         let v = try c.recordVocabulary(labels: labels)
         #expect(v.groupCount == 15)
@@ -171,10 +172,8 @@ import Testing
         #expect(v.stableNames[Int(v.classToStable[817])] == "vehicle")
         #expect(v.stableNames[Int(v.classToStable[398])] == "abacus", "classes in no group keep their label")
         // The new log and publish keys are there too, with the built-in defaults.
-        #expect(c.logFormat == "json" && c.logFsync == "rotation" && !c.logGzip && !c.logRotateDaily)
-        #expect(c.maxRequestsPerSecond == 20 && c.latencyWindowSeconds == 10)
-        #expect(c.socketOptions.maxRequestsPerSecond == 20)
-        #expect(c.rollingLogOptions(vocabulary: nil).fsync == .rotation)
+        #expect(c.log.format == .json && c.log.fsync == .rotation && !c.log.gzip && !c.log.rotateDaily)
+        #expect(c.publish.maxRequestsPerSecond == 20 && c.pipeline.latencyWindowSeconds == 10)
     }
 
     @Test func badStableAndLogValuesNameKeyAndValue() {
@@ -201,7 +200,7 @@ import Testing
                 #expect(e.file == "/etc/camclassd/camclassd.yaml")
             } catch { Issue.record("unexpected \(error)") }
         }
-        #expect((try? DaemonConfig.parse(yaml: "log:\n  max_bytes: 0\n", file: "x.yaml"))?.logMaxBytes == 0)
+        #expect((try? DaemonConfig.parse(yaml: "log:\n  max_bytes: 0\n", file: "x.yaml"))?.log.maxBytes == 0)
     }
 
     @Test func groupsFileErrorsNameGroupAndEntry() {

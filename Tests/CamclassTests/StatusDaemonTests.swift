@@ -69,37 +69,37 @@ import Testing
         let dir = TestEnv.tempDir("status-daemon")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = DaemonConfig()
-        config.sourcePath = try TestEnv.samples() + "/chelsea.jpg"
-        config.modelPath = try TestEnv.model()
-        config.sourceFPS = 30
+        config.source.path = try TestEnv.samples() + "/chelsea.jpg"
+        config.model.path = try TestEnv.model()
+        config.source.fps = 30
         config.frameLimit = 120
-        config.socketPath = dir + "/s.sock"
-        config.logPath = dir + "/c.log"
-        config.stableGroups = TestEnv.repoRoot + "/config/coarse-groups.yaml"
-        config.stableMinDwellMs = 300
+        config.publish.path = dir + "/s.sock"
+        config.log.path = dir + "/c.log"
+        config.stable.groups = TestEnv.repoRoot + "/config/coarse-groups.yaml"
+        config.stable.minDwellMs = 300
         let daemon = try buildDaemon(config: config, logger: ProtocolTestEnv.quiet)
         let run = Task { try await daemon.run() }
-        #expect(await eventually(60) { FileManager.default.fileExists(atPath: config.socketPath) })
-        let (client, hello) = try TestClient.connect(config.socketPath)
+        #expect(await eventually(60) { FileManager.default.fileExists(atPath: config.publish.path) })
+        let (client, hello) = try TestClient.connect(config.publish.path)
         let records = Spawned { () -> [String] in
             var out: [String] = []
             while let line = try client.connection.readLine(timeoutMs: 10_000) { out.append(line) }
             return out
         }
         // hello: protocol, daemon, model id and the sidecar's sha256, source, labels.
-        let sidecar = try String(contentsOfFile: config.modelPath, encoding: .utf8)
+        let sidecar = try String(contentsOfFile: config.model.path, encoding: .utf8)
         let sha = try #require(sidecar.split(separator: "\n").first { $0.hasPrefix("sha256:") }?.split(separator: " ").last.map(String.init))
         let model = try #require(hello["model"] as? [String: Any])
         #expect(hello["protocol"] as? Int == 1)
         #expect(model["id"] as? String == "efficientnet_lite0")
         #expect(model["sha256"] as? String == sha)
         #expect(model["file"] as? String == "efficientnet_lite0.onnx")
-        #expect(hello["source"] as? String == config.sourcePath)
+        #expect(hello["source"] as? String == config.source.path)
         #expect(hello["labels"] as? Int == 1000)
         #expect(hello["stable_groups"] as? Int == 15)
 
         // status and last from a second connection while the first streams.
-        let (asker, _) = try TestClient.connect(config.socketPath)
+        let (asker, _) = try TestClient.connect(config.publish.path)
         #expect(try asker.request(#"{"subscribe":{"classifications":false,"events":[]}}"#, expect: ["subscribed"]) != nil)
         #expect(await eventually(30) { daemon.pipeline.counters.published >= 40 })
         let status = try #require(try asker.request(#"{"status":{}}"#, expect: ["status"]))
@@ -112,7 +112,7 @@ import Testing
         for (stage, p) in latency { #expect(p["p50"]! <= p["p95"]! && p["p95"]! <= p["p99"]!, "\(stage): \(p)") }
         #expect(latency["inference"]!["p50"]! > 0)
         #expect((status["subscribers"] as? [[String: Any]])?.count == 2)
-        #expect((status["log"] as? [String: Any])?["path"] as? String == config.logPath)
+        #expect((status["log"] as? [String: Any])?["path"] as? String == config.log.path)
         #expect(((status["log"] as? [String: Any])?["bytes_written"] as? Int ?? 0) > 0)
         #expect(status["stable"] as? String == "cat")
         let last = try #require(try asker.request(#"{"last":{}}"#, expect: ["classification"]))

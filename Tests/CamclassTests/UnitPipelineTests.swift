@@ -192,9 +192,9 @@ final class AtomicFlagBox: @unchecked Sendable {
 @Suite struct UnitConfigTests {
     @Test func shippedConfigParses() throws {
         let c = try DaemonConfig.load(file: TestEnv.repoRoot + "/config/camclassd.yaml")
-        #expect(c.queueCapacity == 2)
-        #expect(c.socketMode == 0o660)
-        #expect(c.backend == "openvino")
+        #expect(c.pipeline.queueCapacity == 2)
+        #expect(c.publish.mode == 0o660)
+        #expect(c.inference.backend == .openvino)
     }
 
     @Test func unknownKeyNamesKeyAndFile() {
@@ -229,7 +229,7 @@ final class AtomicFlagBox: @unchecked Sendable {
     }
 
     @Test func emptyFileAndEmptySectionKeepDefaults() throws {
-        #expect(try DaemonConfig.parse(yaml: "", file: "e.yaml").queueCapacity == 2)
-        #expect(try DaemonConfig.parse(yaml: "log:\n", file: "e.yaml").logKeep == 5)
+        #expect(try DaemonConfig.parse(yaml: "", file: "e.yaml").pipeline.queueCapacity == 2)
+        #expect(try DaemonConfig.parse(yaml: "log:\n", file: "e.yaml").log.keep == 5)
     }
 }
