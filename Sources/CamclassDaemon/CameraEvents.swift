@@ -53,9 +53,8 @@ public enum CameraEventRecord {
     /// An event handler for `V4L2Camera.setEventHandler` that publishes on `sinks`.
     public static func publisher(to sinks: [any RecordSink]) -> @Sendable (CameraStateChange) -> Void {
         { event in
-            var w = ByteWriter(capacity: 4096)
-            encode(event, into: &w)
-            for sink in sinks { sink.publish(w.bytes) }
+            let line = ByteWriter.whole(capacity: 4096) { encode(event, into: &$0) }
+            line.withUnsafeBytes { raw in for sink in sinks { sink.publish(raw) } }
         }
     }
 }

@@ -108,7 +108,7 @@ struct StageService: Service {
 /// Runs blocking work off Swift's cooperative pool.
 func runBlocking(_ body: @escaping @Sendable () -> Void) async {
     await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-        _ = DedicatedThread(name: "camclass-stop") {
+        DedicatedThread.detach(name: "camclass-stop") {
             body()
             c.resume()
         }
@@ -141,7 +141,6 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
                                         recordSinks: [socket, log], pipelineSinks: sinks, onResult: onResult,
                                         configProvider: reloadConfig, logger: logger)
     let daemon = Daemon(socket: socket, log: log, supervisor: supervisor, logger: logger)
-    _ = daemon.modelIdentity  // hash the model file now (when its sidecar has no sha256), not at the first hello
     socket.configure(provider: { [weak daemon] in daemon?.protocolContext() ?? ProtocolContext() })
     return daemon
 }
@@ -175,7 +174,7 @@ func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts
         throw DaemonError(message: message, status: .software)
     }
     logger.info("engine ready", metadata: ["inference.summary": "\(engine.info.summary)"])
-    return EngineParts(model: model, labels: labels, engine: engine)
+    return EngineParts(model: model, labels: labels, engine: engine, logger: logger)
 }
 
 /// The frame source for `config`, its camera events going to `eventSinks` (at start-up, and on a

@@ -23,35 +23,34 @@ extension DaemonConfig {
 
 extension Daemon {
     /// What `hello` says and where `status` comes from; given to the socket before it starts.
+    /// Called on the socket's I/O thread for each connection: reads the running generation once, so
+    /// a reload in between cannot mix old and new values, and computes nothing expensive.
     public func protocolContext() -> ProtocolContext {
+        let g = supervisor.current
         var hello = ProtocolHello()
-        hello.modelID = model.name
-        hello.modelSHA256 = modelIdentity.sha256
-        hello.modelFile = model.modelPath.split(separator: "/").last.map(String.init) ?? model.modelPath
-        hello.engine = engine.info.summary
-        hello.source = source.name
-        hello.labels = labels.count
-        hello.topK = config.model.topK
-        hello.stable = config.stable.enabled
-        hello.stableGroups = pipeline.vocabulary.groupCount
+        hello.modelID = g.parts.model.name
+        hello.modelSHA256 = g.parts.modelSHA256
+        hello.modelFile = g.parts.model.modelPath.split(separator: "/").last.map(String.init) ?? g.parts.model.modelPath
+        hello.engine = g.parts.engine.info.summary
+        hello.source = g.source.name
+        hello.labels = g.parts.labels.count
+        hello.topK = g.config.model.topK
+        hello.stable = g.config.stable.enabled
+        hello.stableGroups = g.pipeline.vocabulary.groupCount
         let status: @Sendable () -> [UInt8] = { [weak self] in self?.statusReport().encode() ?? [] }
-        return ProtocolContext(hello: hello, vocabulary: pipeline.vocabulary, maxTopK: config.model.topK, status: status)
+        return ProtocolContext(hello: hello, vocabulary: g.pipeline.vocabulary, maxTopK: g.config.model.topK, status: status)
     }
 
-    /// The model file's SHA-256: the sidecar's `sha256` when it has one, else computed once per
-    /// model file (at start-up, see `buildDaemon`) and remembered.
-    var modelIdentity: (sha256: String, computed: Bool) {
-        if let s = model.sha256, !s.isEmpty { return (s.lowercased(), false) }
-        return (ModelHashes.sha256(of: model.modelPath, logger: logger), true)
-    }
-
-    /// Everything `status` reports, gathered now (called on the socket's I/O thread).
+    /// Everything `status` reports, gathered now (called on the socket's I/O thread) from one
+    /// generation read once.
     public func statusReport() -> StatusReport {
+        let g = supervisor.current
+        let pipeline = g.pipeline, source = g.source.inner
         var r = StatusReport()
         r.realtimeNs = Clock.realtimeNs()
         r.uptimeSeconds = ProcessClock.uptimeSeconds()
-        r.modelID = model.name
-        r.engine = engine.info.summary
+        r.modelID = g.parts.model.name
+        r.engine = g.parts.engine.info.summary
         r.sourceName = source.name
         r.sourceState = pipeline.sourceState
         let size = pipeline.frameSize
@@ -98,27 +97,6 @@ extension Daemon {
         r.log.failing = l.failing
         r.log.lastError = l.lastError
         return r
-    }
-}
-
-/// SHA-256 of model files without a sidecar hash, computed once per file (identity: path, inode,
-/// size, mtime) and kept.
-enum ModelHashes {
-    private static let known = Mutex<[String: String]>([:])
-
-    static func sha256(of path: String, logger: Logger) -> String {
-        let f = FileStamp(path)
-        let stamp = "\(f.path)|\(f.device)|\(f.inode)|\(f.size)|\(f.mtimeNs)"
-        if let h = known.withLock({ $0[stamp] }) { return h }
-        do {
-            let h = try SHA256.hex(file: path)
-            known.withLock { $0[stamp] = h }
-            logger.info("model file hashed", metadata: ["model.path": "\(path)", "model.sha256": "\(h)"])
-            return h
-        } catch {
-            logger.warning("cannot hash the model file; hello reports sha256 null", metadata: ["model.path": "\(path)", "error": "\(error)"])
-            return ""
-        }
     }
 }
 

@@ -12,36 +12,36 @@ import UnixSignals
 /// `{"type":"shutdown",…}` as the very last line before the socket closes.
 enum LifecycleRecord {
     static func reload(model: String, engine: String, source: String, changed: [String]) -> [UInt8] {
-        var w = ByteWriter(capacity: 1024)
-        w.ascii("{\"type\":\"reload\",\"time\":\"")
-        w.rfc3339(realtimeNs: Clock.realtimeNs())
-        w.ascii("\",\"model\":")
-        w.jsonString(model)
-        w.ascii(",\"engine\":")
-        w.jsonString(engine)
-        w.ascii(",\"source\":")
-        w.jsonString(source)
-        w.ascii(",\"changed\":[")
-        for (i, key) in changed.enumerated() {
-            if i > 0 { w.byte(UInt8(ascii: ",")) }
-            w.jsonString(key)
+        ByteWriter.whole(capacity: 1024) { w in
+            w.ascii("{\"type\":\"reload\",\"time\":\"")
+            w.rfc3339(realtimeNs: Clock.realtimeNs())
+            w.ascii("\",\"model\":")
+            w.jsonString(model)
+            w.ascii(",\"engine\":")
+            w.jsonString(engine)
+            w.ascii(",\"source\":")
+            w.jsonString(source)
+            w.ascii(",\"changed\":[")
+            for (i, key) in changed.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.jsonString(key)
+            }
+            w.ascii("]}\n")
         }
-        w.ascii("]}\n")
-        return Array(w.bytes)
     }
 
     static func shutdown(reason: String, counters c: PipelineCounters) -> [UInt8] {
-        var w = ByteWriter(capacity: 512)
-        w.ascii("{\"type\":\"shutdown\",\"time\":\"")
-        w.rfc3339(realtimeNs: Clock.realtimeNs())
-        w.ascii("\",\"reason\":")
-        w.jsonString(reason)
-        w.ascii(",\"published\":")
-        w.uint(UInt64(c.published))
-        w.ascii(",\"dropped\":")
-        w.uint(UInt64(c.droppedTotal))
-        w.ascii("}\n")
-        return Array(w.bytes)
+        ByteWriter.whole(capacity: 512) { w in
+            w.ascii("{\"type\":\"shutdown\",\"time\":\"")
+            w.rfc3339(realtimeNs: Clock.realtimeNs())
+            w.ascii("\",\"reason\":")
+            w.jsonString(reason)
+            w.ascii(",\"published\":")
+            w.uint(UInt64(c.published))
+            w.ascii(",\"dropped\":")
+            w.uint(UInt64(c.droppedTotal))
+            w.ascii("}\n")
+        }
     }
 }
 
@@ -147,7 +147,7 @@ public final class ShutdownDeadline: Sendable {
     func arm(logger: Logger) {
         guard !armed.isSet else { return }
         armed.set()
-        _ = DedicatedThread(name: "camclass-bound") { [self] in
+        DedicatedThread.detach(name: "camclass-bound") { [self] in
             let finished = wake.wait(timeoutNs: UInt64(seconds) * 1_000_000_000, until: { done.isSet })
             if !finished {
                 logger.critical("graceful shutdown took longer than \(seconds) s; exiting without finishing it")
@@ -158,7 +158,7 @@ public final class ShutdownDeadline: Sendable {
 
     func cancel() {
         done.set()
-        wake.signal()
+        wake.broadcast()
     }
 }
 

@@ -19,12 +19,26 @@ struct EngineParts: Sendable {
     let engine: any InferenceEngine
     /// Identity of the files the engine was loaded from (a model replaced in place is reloaded).
     let files: [FileStamp]
+    /// The model file's SHA-256 for `hello`: the sidecar's, else computed here, as the model loads
+    /// (never on the socket's I/O thread); "" when the file cannot be read.
+    let modelSHA256: String
 
-    init(model: ModelDescriptor, labels: LabelSet, engine: any InferenceEngine) {
+    init(model: ModelDescriptor, labels: LabelSet, engine: any InferenceEngine, logger: Logger) {
         self.model = model
         self.labels = labels
         self.engine = engine
         files = FileStamp.of(model)
+        if let s = model.sha256, !s.isEmpty {
+            modelSHA256 = s.lowercased()
+        } else {
+            do {
+                modelSHA256 = try ModelDigest.sha256(file: model.modelPath)
+                logger.info("model file hashed", metadata: ["model.path": "\(model.modelPath)", "model.sha256": "\(modelSHA256)"])
+            } catch {
+                logger.warning("cannot hash the model file; hello reports sha256 null", metadata: ["model.path": "\(model.modelPath)", "error": "\(error)"])
+                modelSHA256 = ""
+            }
+        }
     }
 }
 

@@ -246,7 +246,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
         defer {
             scores.deallocate()
             resultCond.locked { workersRunning -= 1 }
-            resultCond.signal()
+            resultCond.broadcast()
         }
         let logits = engine.info.outputsLogits
         while true {
@@ -301,7 +301,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 r.topCount = 0
             }
             resultCond.locked { ready[index] = true }
-            resultCond.signal()
+            resultCond.broadcast()
         }
     }
 
@@ -312,7 +312,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
             let end: SourceState = error != nil ? .failed : (limitHit || sourceEnded.load(ordering: .relaxed)) ? .ended : .stopped
             stateRaw.store(end.rawValue, ordering: .relaxed)
             resultCond.locked { finished = true }
-            resultCond.signal()
+            resultCond.broadcast()
         }
         while true {
             var index = -1
@@ -344,12 +344,17 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 if stateRaw.load(ordering: .relaxed) != SourceState.streaming.rawValue {
                     stateRaw.store(SourceState.streaming.rawValue, ordering: .relaxed)
                 }
+                // An empty line did not fit the encoder (sized for the configuration, so never
+                // expected): skipped, never published cut.
                 let line = encoder.classification(r)
-                let record = PublishedRecord(kind: .classification, json: line, result: r, spans: encoder.spans)
-                for sink in sinks { sink.publish(record) }
+                if !line.isEmpty {
+                    let record = PublishedRecord(kind: .classification, json: line, result: r, spans: encoder.spans)
+                    for sink in sinks { sink.publish(record) }
+                }
                 if r.stableChanged {
-                    let change = PublishedRecord(kind: .change, json: encoder.change(r), result: r)
-                    for sink in sinks { sink.publish(change) }
+                    let json = encoder.change(r)
+                    let change = PublishedRecord(kind: .change, json: json, result: r)
+                    if !json.isEmpty { for sink in sinks { sink.publish(change) } }
                 }
                 let published = Clock.monotonicNs()
                 stageTimes.add(.publish, published - now)
@@ -374,7 +379,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 ready[index] = false
                 nextToEmit += 1
             }
-            resultCond.signal()
+            resultCond.broadcast()
         }
     }
 }

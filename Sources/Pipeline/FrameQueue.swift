@@ -60,7 +60,7 @@ public final class FrameQueue: @unchecked Sendable {
             return true
         }
         if let evicted { _ = pool.adopt(evicted) }  // the lease ends here: buffer back to the pool
-        cond.signal()
+        cond.broadcast()
         return accepted
     }
 
@@ -82,7 +82,7 @@ public final class FrameQueue: @unchecked Sendable {
             return closed
         })
         guard let handle else { return nil }
-        cond.signal()
+        cond.broadcast()
         var frame = pool.adopt(handle)
         frame.info.ticket = ticket
         return frame
@@ -91,7 +91,7 @@ public final class FrameQueue: @unchecked Sendable {
     /// No more pushes; poppers drain what is queued, then get nil.
     public func close() {
         cond.locked { closed = true }
-        cond.signal()
+        cond.broadcast()
     }
 
     public struct Counters: Sendable, Equatable {

@@ -232,7 +232,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
             s.unmarkedLost += 1
             return true
         }
-        if wakeWriter { wake.signal() }
+        if wakeWriter { wake.broadcast() }
     }
 
     public var currentStats: Stats {
@@ -245,7 +245,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     /// policy is `never`) and closes. Blocks until done.
     public func stop() {
         state.withLock { $0.stopping = true }
-        wake.signal()
+        wake.broadcast()
         writer?.join()
         writer = nil
         if fd >= 0 {

@@ -2,56 +2,61 @@ import Glibc
 import Synchronization
 
 /// A condition variable with its mutex, for thread hand-offs outside Swift concurrency.
+/// The pthread objects live in heap storage of their own: a class's stored property has no stable
+/// address that C may keep a pointer to (swift-nio's `ConditionLock` does the same).
 public final class Condition: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     public init() {
-        pthread_mutex_init(&mutex, nil)
+        mutex.initialize(to: pthread_mutex_t())
+        cond.initialize(to: pthread_cond_t())
+        precondition(pthread_mutex_init(mutex, nil) == 0, "pthread_mutex_init")
         var attr = pthread_condattr_t()
         pthread_condattr_init(&attr)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(&cond, &attr)
+        precondition(pthread_cond_init(cond, &attr) == 0, "pthread_cond_init")
         pthread_condattr_destroy(&attr)
     }
 
     deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
     }
 
     /// Waits (re-checking on every wake-up) until `ready` returns true.
     public func wait(until ready: () -> Bool) {
-        pthread_mutex_lock(&mutex)
-        while !ready() { pthread_cond_wait(&cond, &mutex) }
-        pthread_mutex_unlock(&mutex)
+        pthread_mutex_lock(mutex)
+        while !ready() { pthread_cond_wait(cond, mutex) }
+        pthread_mutex_unlock(mutex)
     }
-
 
     /// Like `wait(until:)` but gives up after `timeoutNs`; returns whether `ready` became true.
     public func wait(timeoutNs: UInt64, until ready: () -> Bool) -> Bool {
-        let deadline = Clock.monotonicNs() + timeoutNs
+        let deadline = Clock.monotonicNs() &+ min(timeoutNs, UInt64(Int64.max) / 2)
         var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         while !ready() {
-            if pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { return ready() }
+            if pthread_cond_timedwait(cond, mutex, &ts) == ETIMEDOUT { return ready() }
         }
         return true
     }
 
     /// Runs `body` with the mutex held (for state that waiters re-check).
     public func locked<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
-    /// Wakes every waiter.
-    public func signal() {
-        pthread_mutex_lock(&mutex)
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
+    /// Wakes every waiter (each re-checks its own condition).
+    public func broadcast() {
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
     }
 }
 

@@ -38,11 +38,21 @@ public final class DedicatedThread: @unchecked Sendable {
 
     private var joined = false
 
-    /// Waits for the thread to finish. Call once, from another thread.
+    /// Waits for the thread to finish. Call from another thread; later calls return at once.
     public func join() {
         guard !joined else { return }
         joined = true
         pthread_join(thread, nil)
+    }
+
+    /// A thread nobody joins is detached when its handle goes, so its stack is freed when it ends.
+    deinit {
+        if !joined { pthread_detach(thread) }
+    }
+
+    /// Starts `body` on a thread that nobody joins (its stack is freed when it ends).
+    public static func detach(name: String, body: @escaping @Sendable () -> Void) {
+        _ = DedicatedThread(name: name, body: body)  // deinit detaches it
     }
 }
 
@@ -74,7 +84,7 @@ public func syscall<T: FixedWidthInteger>(_ name: @autoclosure () -> String, _ b
 public func onDedicatedThread<T: Sendable>(_ name: String = "camclass-work",
                                            _ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, Error>) in
-        _ = DedicatedThread(name: name) {
+        DedicatedThread.detach(name: name) {
             do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
         }
     }

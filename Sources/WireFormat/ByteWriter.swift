@@ -154,3 +154,17 @@ extension String {
         self = String(decoding: w.bytes, as: UTF8.self)
     }
 }
+
+extension ByteWriter {
+    /// Builds a one-off record (hello, status, reload, errors — never per frame) with room to spare:
+    /// when `build` overflows, it runs again with twice the capacity, so the record is never cut.
+    public static func whole(capacity: Int, _ build: (inout ByteWriter) -> Void) -> [UInt8] {
+        var room = max(64, capacity)
+        while true {
+            var w = ByteWriter(capacity: room)
+            build(&w)
+            if !w.overflowed { return Array(w.bytes) }
+            room *= 2
+        }
+    }
+}

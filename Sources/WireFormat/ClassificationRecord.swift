@@ -203,7 +203,9 @@ public struct TopSpans {
 /// Strings that repeat (source, model, labels, file names) are escaped once at start-up.
 /// Thread context: one encoder per thread.
 public final class RecordEncoder {
-    public var writer = ByteWriter(capacity: 16 * 1024)
+    /// Sized at start-up for the longest record this configuration can produce (see `init`), so a
+    /// record is never cut; should it still overflow, nothing is returned rather than a cut line.
+    public var writer: ByteWriter
     private let source: [UInt8]
     private let model: [UInt8]
     public let vocabulary: RecordVocabulary
@@ -224,6 +226,13 @@ public final class RecordEncoder {
         self.model = escaped(model)
         self.vocabulary = vocabulary
         files = fileNames.map(escaped)
+        // The longest classification and change records: fixed fields and numbers (~400 bytes),
+        // the strings as escaped, and per `top` entry its label plus ~48 bytes of keys and numbers.
+        let longestLabel = vocabulary.labelsJSON.map(\.count).max() ?? 0
+        let longestStable = max(9, vocabulary.stableNamesJSON.map(\.count).max() ?? 0)
+        let capacity = 1024 + self.source.count + self.model.count + (files.map(\.count).max() ?? 0)
+            + max(1, maxTopK) * (longestLabel + 64) + 2 * longestStable
+        writer = ByteWriter(capacity: capacity)
         spanStarts = .allocate(capacity: max(1, maxTopK))
         spanStarts.initialize(repeating: 0)
         spanEnds = .allocate(capacity: max(1, maxTopK))
@@ -309,7 +318,15 @@ public final class RecordEncoder {
         writer.ascii("},\"dropped\":")
         writer.uint(r.dropped)
         writer.ascii("}\n")
-        if writer.overflowed { spans.count = 0 }
+        return complete()
+    }
+
+    /// The record, or an empty buffer when it did not fit (never a cut record).
+    private func complete() -> UnsafeRawBufferPointer {
+        if writer.overflowed {
+            spans.count = 0
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
         return writer.bytes
     }
 
@@ -325,7 +342,7 @@ public final class RecordEncoder {
         writer.ascii(",\"previous_ms\":")
         writer.fixed(Double(r.previousStableNs) / 1e6, decimals: 1)
         writer.ascii("}\n")
-        return writer.bytes
+        return complete()
     }
 }
 
@@ -413,7 +430,7 @@ public final class TextRecordEncoder {
             return nil
         }
         writer.byte(0x0A)
-        return writer.bytes
+        return writer.overflowed ? nil : writer.bytes
     }
 }
 

@@ -23,31 +23,31 @@ public struct ProtocolHello: Sendable, Equatable {
     public init() {}
 
     public func encode() -> [UInt8] {
-        var w = ByteWriter(capacity: 4096 + modelID.utf8.count + modelFile.utf8.count + source.utf8.count + engine.utf8.count)
-        w.ascii("{\"type\":\"hello\",\"protocol\":")
-        w.uint(UInt64(CamclassProtocol.version))
-        w.ascii(",\"daemon\":\"camclassd\",\"version\":")
-        w.jsonString(CamclassProtocol.daemonVersion)
-        w.ascii(",\"model\":{\"id\":")
-        w.jsonString(modelID)
-        w.ascii(",\"sha256\":")
-        if modelSHA256.isEmpty { w.ascii("null") } else { w.jsonString(modelSHA256) }
-        w.ascii(",\"file\":")
-        w.jsonString(modelFile)
-        w.ascii("},\"engine\":")
-        w.jsonString(engine)
-        w.ascii(",\"source\":")
-        w.jsonString(source)
-        w.ascii(",\"labels\":")
-        w.uint(UInt64(labels))
-        w.ascii(",\"top_k\":")
-        w.uint(UInt64(topK))
-        w.ascii(",\"stable\":")
-        w.ascii(stable ? "true" : "false")
-        w.ascii(",\"stable_groups\":")
-        w.uint(UInt64(stableGroups))
-        w.ascii(",\"requests\":[\"subscribe\",\"status\",\"last\"]}\n")
-        return Array(w.bytes)
+        ByteWriter.whole(capacity: 4096 + modelID.utf8.count + modelFile.utf8.count + source.utf8.count + engine.utf8.count) { w in
+            w.ascii("{\"type\":\"hello\",\"protocol\":")
+            w.uint(UInt64(CamclassProtocol.version))
+            w.ascii(",\"daemon\":\"camclassd\",\"version\":")
+            w.jsonString(CamclassProtocol.daemonVersion)
+            w.ascii(",\"model\":{\"id\":")
+            w.jsonString(modelID)
+            w.ascii(",\"sha256\":")
+            if modelSHA256.isEmpty { w.ascii("null") } else { w.jsonString(modelSHA256) }
+            w.ascii(",\"file\":")
+            w.jsonString(modelFile)
+            w.ascii("},\"engine\":")
+            w.jsonString(engine)
+            w.ascii(",\"source\":")
+            w.jsonString(source)
+            w.ascii(",\"labels\":")
+            w.uint(UInt64(labels))
+            w.ascii(",\"top_k\":")
+            w.uint(UInt64(topK))
+            w.ascii(",\"stable\":")
+            w.ascii(stable ? "true" : "false")
+            w.ascii(",\"stable_groups\":")
+            w.uint(UInt64(stableGroups))
+            w.ascii(",\"requests\":[\"subscribe\",\"status\",\"last\"]}\n")
+        }
     }
 }
 
@@ -83,18 +83,18 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
     public var description: String { "\(code.rawValue): \(message)" }
 
     public func encode() -> [UInt8] {
-        var w = ByteWriter(capacity: 512 + message.utf8.count * 6)
-        w.ascii("{\"type\":\"error\",\"code\":")
-        w.jsonString(code.rawValue)
-        w.ascii(",\"error\":")
-        w.jsonString(message)
-        if let request {
-            w.ascii(",\"request\":")
-            w.jsonString(request)
+        ByteWriter.whole(capacity: 512 + message.utf8.count * 6) { w in
+            w.ascii("{\"type\":\"error\",\"code\":")
+            w.jsonString(code.rawValue)
+            w.ascii(",\"error\":")
+            w.jsonString(message)
+            if let request {
+                w.ascii(",\"request\":")
+                w.jsonString(request)
+            }
+            if disconnect { w.ascii(",\"disconnect\":true") }
+            w.ascii("}\n")
         }
-        if disconnect { w.ascii(",\"disconnect\":true") }
-        w.ascii("}\n")
-        return Array(w.bytes)
     }
 }
 
@@ -239,30 +239,30 @@ public struct SubscriptionFilter: Equatable, Sendable {
 
     /// `{"type":"subscribed","filter":{…}}\n`: the filter as the server understood it.
     public func encodeAck() -> [UInt8] {
-        var w = ByteWriter(capacity: 1024 + classes.count * 8)
-        w.ascii("{\"type\":\"subscribed\",\"filter\":{\"min_score\":")
-        w.fixed(minScore, decimals: 4)
-        w.ascii(",\"classes\":[")
-        for (i, c) in classes.enumerated() {
-            if i > 0 { w.byte(UInt8(ascii: ",")) }
-            w.uint(UInt64(c))
+        ByteWriter.whole(capacity: 1024 + classes.count * 8) { w in
+            w.ascii("{\"type\":\"subscribed\",\"filter\":{\"min_score\":")
+            w.fixed(minScore, decimals: 4)
+            w.ascii(",\"classes\":[")
+            for (i, c) in classes.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.uint(UInt64(c))
+            }
+            w.ascii("],\"top_k\":")
+            if let topK { w.uint(UInt64(topK)) } else { w.ascii("null") }
+            w.ascii(",\"every_n\":")
+            w.uint(UInt64(everyN))
+            w.ascii(",\"max_rate_hz\":")
+            if let maxRateHz { w.fixed(maxRateHz, decimals: 3) } else { w.ascii("null") }
+            w.ascii(",\"events\":[")
+            var first = true
+            for e in [RecordKind.change, .camera] where events.contains(e) {
+                if !first { w.byte(UInt8(ascii: ",")) }
+                first = false
+                w.jsonString(e.name)
+            }
+            w.ascii("],\"classifications\":")
+            w.ascii(classifications ? "true" : "false")
+            w.ascii("}}\n")
         }
-        w.ascii("],\"top_k\":")
-        if let topK { w.uint(UInt64(topK)) } else { w.ascii("null") }
-        w.ascii(",\"every_n\":")
-        w.uint(UInt64(everyN))
-        w.ascii(",\"max_rate_hz\":")
-        if let maxRateHz { w.fixed(maxRateHz, decimals: 3) } else { w.ascii("null") }
-        w.ascii(",\"events\":[")
-        var first = true
-        for e in [RecordKind.change, .camera] where events.contains(e) {
-            if !first { w.byte(UInt8(ascii: ",")) }
-            first = false
-            w.jsonString(e.name)
-        }
-        w.ascii("],\"classifications\":")
-        w.ascii(classifications ? "true" : "false")
-        w.ascii("}}\n")
-        return Array(w.bytes)
     }
 }

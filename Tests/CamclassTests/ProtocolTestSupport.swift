@@ -158,7 +158,7 @@ final class Spawned<T: Sendable>: @unchecked Sendable {
         Thread { [self] in
             let r = Result { try body() }
             done.locked { result = r }
-            done.signal()
+            done.broadcast()
         }.start()
     }
 
