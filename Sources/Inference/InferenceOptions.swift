@@ -47,8 +47,8 @@ public struct InferenceOptions: ConfigSection {
         self.init()
         backend = try r.choice("backend", backend)
         device = try r.string("device", device, maxBytes: 64, allowEmpty: false)
-        if !device.allSatisfy({ $0.isLetter || $0.isNumber || ".:,_-()".contains($0) }) {
-            throw r.invalid("device", device, "expected an OpenVINO device name such as CPU, GPU, GPU.0, NPU, AUTO or AUTO:GPU,CPU")
+        if !Self.isDeviceName(device) {
+            throw r.invalid("device", device, "expected an OpenVINO device: CPU, GPU, GPU.<n>, NPU, or AUTO/HETERO/MULTI/BATCH:<devices>")
         }
         precision = try r.choice("precision", precision)
         performanceHint = try r.choice("performance_hint", performanceHint)
@@ -58,6 +58,20 @@ public struct InferenceOptions: ConfigSection {
         bpuModelName = try r.string("bpu_model_name", bpuModelName, maxBytes: 256)
         bpuTimeoutMs = try r.int("bpu_timeout_ms", bpuTimeoutMs, 1...600_000, unit: "ms")
         bpuPriority = try r.int("bpu_priority", bpuPriority, 0...255)
+    }
+
+    /// OpenVINO's device names: a plain device (optionally `.index`), or a virtual device over a
+    /// comma-separated list of them.
+    static func isDeviceName(_ s: String) -> Bool {
+        func plain(_ d: Substring) -> Bool {
+            let parts = d.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+            guard ["CPU", "GPU", "NPU"].contains(String(parts[0])) else { return false }
+            return parts.count == 1 || (!parts[1].isEmpty && parts[1].allSatisfy(\.isNumber))
+        }
+        if plain(Substring(s)) || s == "AUTO" { return true }
+        guard let colon = s.firstIndex(of: ":"), ["AUTO", "HETERO", "MULTI", "BATCH"].contains(String(s[..<colon])) else { return false }
+        let list = s[s.index(after: colon)...].split(separator: ",", omittingEmptySubsequences: false)
+        return !list.isEmpty && list.allSatisfy(plain)
     }
 
     /// The OpenVINO engine's options.
