@@ -58,8 +58,7 @@ public struct PipelineBenchmark {
     /// Runs raw and pipeline measurements alternately, `rounds` times each.
     /// Thread context: blocking; call from a dedicated thread or a command-line main.
     public func run(progress: (String) -> Void) throws -> Result {
-        let model = try ModelDescriptor.load(path: config.model.path)
-        let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
+        let (model, labels) = try ModelDescriptor.loadWithLabels(path: config.model.path)
         let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
         return try run(engine: engine, model: model, labels: labels, progress: progress)
     }

@@ -311,9 +311,7 @@ public struct EvalRunner {
 
     /// The model's class count (to validate labels before loading the engine).
     public static func classes(modelPath: String) throws -> (model: ModelDescriptor, labels: LabelSet) {
-        let model = try ModelDescriptor.load(path: modelPath)
-        let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
-        return (model, labels)
+        try ModelDescriptor.loadWithLabels(path: modelPath)
     }
 
     /// - Parameter progress: called about ten times a second with (done, total) from this thread.

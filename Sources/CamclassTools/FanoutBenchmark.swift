@@ -94,8 +94,7 @@ public struct FanoutBenchmark {
 
     /// Thread context: blocking; call from a command-line main.
     public func run(progress: (String) -> Void) throws -> Result {
-        let model = try ModelDescriptor.load(path: config.model.path)
-        let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
+        let (model, labels) = try ModelDescriptor.loadWithLabels(path: config.model.path)
         let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
         var bench = PipelineBenchmark.Options()
         bench.samplesDir = options.samplesDir

@@ -67,7 +67,7 @@ public struct ModelBenchmark {
 
     func measure(model: ModelDescriptor, into row: inout ModelTableRow,
                  progress: (String) -> Void) throws -> PipelineBenchmark.Result {
-        let labels = try model.labelsPath.map { try LabelSet(path: $0) } ?? LabelSet(names: (0..<1000).map { "class \($0)" })
+        let labels = try LabelSet.of(model)
         let pipelineBench = PipelineBenchmark(config: config, options: options.pipeline, logger: logger)
         let frames = try pipelineBench.benchFrames()
 

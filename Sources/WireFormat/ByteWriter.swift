@@ -107,21 +107,12 @@ public struct ByteWriter: ~Copyable {
     }
 
     /// RFC 3339 UTC time with microseconds, e.g. `2026-11-23T09:20:00.123456Z`.
-    public mutating func rfc3339(realtimeNs: UInt64) {
-        var t = time_t(realtimeNs / 1_000_000_000)
-        var tm = Glibc.tm()
-        gmtime_r(&t, &tm)
-        pad(Int(tm.tm_year) + 1900, 4); byte(UInt8(ascii: "-"))
-        pad(Int(tm.tm_mon) + 1, 2); byte(UInt8(ascii: "-"))
-        pad(Int(tm.tm_mday), 2); byte(UInt8(ascii: "T"))
-        pad(Int(tm.tm_hour), 2); byte(UInt8(ascii: ":"))
-        pad(Int(tm.tm_min), 2); byte(UInt8(ascii: ":"))
-        pad(Int(tm.tm_sec), 2); byte(UInt8(ascii: "."))
-        pad(Int(realtimeNs % 1_000_000_000 / 1000), 6); byte(UInt8(ascii: "Z"))
-    }
+    public mutating func rfc3339(realtimeNs: UInt64) { rfc3339(realtimeNs: realtimeNs, fractionDigits: 6) }
 
     /// Same with milliseconds, for the human-readable log format.
-    public mutating func rfc3339Millis(realtimeNs: UInt64) {
+    public mutating func rfc3339Millis(realtimeNs: UInt64) { rfc3339(realtimeNs: realtimeNs, fractionDigits: 3) }
+
+    private mutating func rfc3339(realtimeNs: UInt64, fractionDigits: Int) {
         var t = time_t(realtimeNs / 1_000_000_000)
         var tm = Glibc.tm()
         gmtime_r(&t, &tm)
@@ -131,7 +122,8 @@ public struct ByteWriter: ~Copyable {
         pad(Int(tm.tm_hour), 2); byte(UInt8(ascii: ":"))
         pad(Int(tm.tm_min), 2); byte(UInt8(ascii: ":"))
         pad(Int(tm.tm_sec), 2); byte(UInt8(ascii: "."))
-        pad(Int(realtimeNs % 1_000_000_000 / 1_000_000), 3); byte(UInt8(ascii: "Z"))
+        let unit: UInt64 = fractionDigits == 3 ? 1_000_000 : 1000
+        pad(Int(realtimeNs % 1_000_000_000 / unit), fractionDigits); byte(UInt8(ascii: "Z"))
     }
 
     private mutating func pad(_ v: Int, _ width: Int) {
