@@ -251,9 +251,9 @@ func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource 
         logger.info("source auto", metadata: ["source.path": "\(path)"])
     }
     if isCameraPath(path) { return try makeCamera(path: path, config: config, logger: logger) }
-    let source = try ReplaySource(path: path, fps: config.sourceFPS, loop: config.sourceLoop)
+    let source = try ReplaySource(path: path, fps: config.sourceFPS, loop: config.sourceLoop, logger: logger)
     logger.info("replay source loaded", metadata: [
-        "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
+        "source.path": "\(path)", "source.files": "\(source.fileNames.count)", "source.skipped": "\(source.skipped.count)",
         "source.fps": "\(config.sourceFPS == 0 ? "unlimited" : String(config.sourceFPS))", "source.loop": "\(config.sourceLoop)"])
     return source
 }
