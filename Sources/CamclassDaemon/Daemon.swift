@@ -150,18 +150,26 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
 }
 
 /// The model, its labels and the engine for `config` (at start-up, and on a reload that changes them).
-/// - Throws: `StartupError` (66 for a missing model or labels file, 69 for a missing library).
+/// - Throws: `StartupError`: 66 for a missing model or labels file, 78 for a sidecar or labels file
+///   that is there but wrong (bad YAML, missing key, out-of-range value: restarting cannot help),
+///   69 for a missing library, 70 for a network OpenVINO/hbDNN cannot use.
 func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts {
-    let model: ModelDescriptor
-    do { model = try ModelDescriptor.load(path: config.modelPath) } catch {
-        throw StartupError(message: "\(error)", exitCode: StartupError.noInput)
+    func startupError(_ error: any Error) -> StartupError {
+        if case InferenceError.badModel = error { return StartupError(message: "\(error)", exitCode: StartupError.configError) }
+        return StartupError(message: "\(error)", exitCode: StartupError.noInput)
     }
+    let model: ModelDescriptor
+    do { model = try ModelDescriptor.load(path: config.modelPath) } catch { throw startupError(error) }
     let labels: LabelSet
     do {
         if let path = model.labelsPath { labels = try LabelSet(path: path) } else {
             labels = LabelSet(names: (0..<1000).map { "class \($0)" })
         }
-    } catch { throw StartupError(message: "\(error)", exitCode: StartupError.noInput) }
+    } catch { throw startupError(error) }
+    if labels.truncated > 0, let first = labels.firstTruncated {
+        logger.warning("labels longer than \(LabelSet.maxLabelBytes) bytes are truncated (ending in \(LabelSet.truncationMarker))", metadata: [
+            "model.labels": "\(model.labelsPath ?? "")", "labels.truncated": "\(labels.truncated)", "labels.first_line": "\(first + 1)"])
+    }
 
     let engine: any InferenceEngine
     do {
