@@ -33,6 +33,12 @@ int cov_load(const char *path, cov_api *api, char *err, size_t errlen) {
     RESOLVE(core_compile_model, "ov_core_compile_model");
     RESOLVE(core_get_property, "ov_core_get_property");
     RESOLVE(model_free, "ov_model_free");
+    RESOLVE(model_inputs_size, "ov_model_inputs_size");
+    RESOLVE(model_outputs_size, "ov_model_outputs_size");
+    RESOLVE(model_is_dynamic, "ov_model_is_dynamic");
+    RESOLVE(model_const_input_by_index, "ov_model_const_input_by_index");
+    RESOLVE(const_port_get_shape, "ov_const_port_get_shape");
+    RESOLVE(output_const_port_free, "ov_output_const_port_free");
     RESOLVE(compiled_model_get_property, "ov_compiled_model_get_property");
     RESOLVE(compiled_model_create_infer_request, "ov_compiled_model_create_infer_request");
     RESOLVE(compiled_model_free, "ov_compiled_model_free");

@@ -146,18 +146,24 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
 }
 
 /// The model, its labels and the engine for `config` (at start-up, and on a reload that changes them).
-/// - Throws: `DaemonError` (66 for a missing model or labels file, 69 for a missing library).
+/// - Throws: `DaemonError`: 66 for a missing model or labels file, 78 for a sidecar or labels file
+///   that is there but wrong (bad YAML, missing key, out-of-range value: restarting cannot help),
+///   69 for a missing library, 70 for a network OpenVINO/hbDNN cannot use.
 func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts {
-    let model: ModelDescriptor
-    do { model = try ModelDescriptor.load(path: config.model.path) } catch {
-        throw DaemonError(message: "\(error)", status: .noInput)
+    func modelError(_ error: any Error) -> DaemonError {
+        if case InferenceError.badModel = error { return DaemonError(message: "\(error)", status: .config) }
+        return DaemonError(message: "\(error)", status: .noInput)
     }
+    let model: ModelDescriptor
+    do { model = try ModelDescriptor.load(path: config.model.path) } catch { throw modelError(error) }
     let labels: LabelSet
     do {
-        if let path = model.labelsPath { labels = try LabelSet(path: path) } else {
-            labels = LabelSet(names: (0..<1000).map { "class \($0)" })
-        }
-    } catch { throw DaemonError(message: "\(error)", status: .noInput) }
+        labels = try LabelSet.of(model)
+    } catch { throw modelError(error) }
+    if labels.truncated > 0, let first = labels.firstTruncated {
+        logger.warning("labels longer than \(LabelSet.maxLabelBytes) bytes are truncated (ending in \(LabelSet.truncationMarker))", metadata: [
+            "model.labels": "\(model.labelsPath ?? "")", "labels.truncated": "\(labels.truncated)", "labels.first_line": "\(first + 1)"])
+    }
 
     let engine: any InferenceEngine
     do {
@@ -228,9 +234,9 @@ func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource 
         logger.info("source auto", metadata: ["source.path": "\(path)"])
     }
     if isCameraPath(path) { return try makeCamera(path: path, config: config, logger: logger) }
-    let source = try ReplaySource(path: path, fps: config.source.fps, loop: config.source.loop)
+    let source = try ReplaySource(path: path, fps: config.source.fps, loop: config.source.loop, maxPixels: config.source.maxPixels, logger: logger)
     logger.info("replay source loaded", metadata: [
-        "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
+        "source.path": "\(path)", "source.files": "\(source.fileNames.count)", "source.skipped": "\(source.skipped.count)",
         "source.fps": "\(config.source.fps == 0 ? "unlimited" : String(config.source.fps))", "source.loop": "\(config.source.loop)"])
     return source
 }

@@ -53,7 +53,9 @@ public struct FrameInterval: Sendable, Equatable {
     /// The interval closest to `fps` frames per second (millisecond-fraction precision).
     public init(fps: Double) {
         numerator = 1000
-        denominator = UInt32(max(1, min(Double(UInt32.max), (fps * 1000).rounded())))
+        // fps comes from configuration: NaN, infinities and out-of-range values clamp, never trap.
+        let d = (fps * 1000).rounded()
+        denominator = d.isNaN ? 1000 : UInt32(max(1, min(Double(UInt32.max), d)))
     }
     public var fps: Double { numerator == 0 ? 0 : Double(denominator) / Double(numerator) }
 }
@@ -217,6 +219,8 @@ public enum CameraNegotiation {
     /// The size of a stepwise range closest to the request: clamped, then rounded to the step.
     public static func stepwiseSize(_ s: StepwiseSize, width: Int, height: Int) -> (width: Int, height: Int) {
         func fit(_ v: Int, _ lo: Int, _ hi: Int, _ step: Int) -> Int {
+            // Driver answers: a zero step (seen for "continuous" ranges) or hi < lo must not trap.
+            let step = max(1, step), hi = max(lo, hi)
             let c = min(max(v, lo), hi)
             let steps = (c - lo + step / 2) / step
             return min(hi, lo + steps * step)

@@ -17,6 +17,9 @@ public struct CameraOptions: Sendable, Equatable {
     /// No frame for this long is a stall (logged and counted); four times as long, the stream is
     /// restarted as if the camera had been unplugged.
     public var stallTimeoutMs = 2000
+    /// The largest frame (width x height) accepted from the driver's S_FMT answer; it sizes the
+    /// frame pool and the MJPEG decoder. 40 MP by default.
+    public var maxPixels = 40_000_000
 
     public init(path: String) { self.path = path }
 

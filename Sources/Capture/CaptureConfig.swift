@@ -42,6 +42,7 @@ extension CameraOptions: ConfigSection {
         raw = try r.bool("raw", raw)
         backoffMaxMs = try r.int("backoff_max_ms", backoffMaxMs, 100...600_000, unit: "ms")
         stallTimeoutMs = try r.int("stall_timeout_ms", stallTimeoutMs, 100...600_000, unit: "ms")
+        maxPixels = try r.int("max_pixels", maxPixels, 1...400_000_000, unit: "pixels (width × height)")
     }
 
     /// These settings for the camera at `path`.

@@ -1,5 +1,6 @@
 import Glibc
 import ImageOps
+import Logging
 import Synchronization
 
 public enum ReplayError: Error, CustomStringConvertible {
@@ -7,6 +8,8 @@ public enum ReplayError: Error, CustomStringConvertible {
     case empty(String)
     case unreadable(path: String, errno: Int32)
     case badFile(path: String, reason: String)
+    /// Every replayable file was skipped (each reason was logged as it was skipped).
+    case noUsableFiles(path: String, skipped: [ReplaySkip])
 
     public var description: String {
         switch self {
@@ -15,8 +18,19 @@ public enum ReplayError: Error, CustomStringConvertible {
             return "replay source '\(p)' has no .jpg/.jpeg or <name>_<W>x<H>.nv12 files"
         case .unreadable(let p, let e): return "cannot read '\(p)': \(String(cString: strerror(e)))"
         case .badFile(let p, let r): return "cannot replay '\(p)': \(r)"
+        case .noUsableFiles(let p, let skipped):
+            let first = skipped.prefix(3).map { "\($0.file): \($0.reason)" }.joined(separator: "; ")
+            return "replay source '\(p)' has no usable image: \(skipped.count) file(s) skipped (\(first)" +
+                (skipped.count > 3 ? "; …)" : ")")
         }
     }
+}
+
+/// A replay file that was left out, and why.
+public struct ReplaySkip: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var reason: String
+    public var description: String { "\(file): \(reason)" }
 }
 
 /// Replays a folder (or a single file) of JPEG or raw NV12 images as if it were a camera.
@@ -29,15 +43,33 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
     public let fps: Double
     public let loop: Bool
     public private(set) var fileNames: [String] = []
+    /// Files of the folder that were not replayable (empty, corrupt, too large, not a regular
+    /// file…): each was logged once at load; the replay runs on the others.
+    public private(set) var skipped: [ReplaySkip] = []
+    /// Images over this many pixels are refused from their header, before anything is allocated.
+    public let maxPixels: Int
+    /// 40 MP: any camera or photo the pipeline is meant for; a header claiming more is an attack or
+    /// a mistake (a 631-byte file can claim 60000x60000, ~10 GB to decode).
+    public static let defaultMaxPixels = 40_000_000
+    private let logger: Logger?
     private var images: [NV12Buffer] = []
     private var next = 0
     private var nextDeadline: UInt64 = 0
     private let stopRequested = Atomic<Bool>(false)
 
-    public init(path: String, fps: Double, loop: Bool) throws {
+    /// Loads (decodes) every replayable file of `path` now. Bad files are skipped, counted in
+    /// `skipped` and logged as a warning each; it fails only when no file is usable.
+    /// - Parameters:
+    ///   - maxPixels: the largest image accepted (width x height from the header); clamped to 4…2^30.
+    ///   - logger: where each skipped file is reported (nil: only `skipped`).
+    /// - Throws: `ReplayError` (`.notFound`, `.empty`, `.noUsableFiles`, `.unreadable` for the folder).
+    public init(path: String, fps: Double, loop: Bool, maxPixels: Int = ReplaySource.defaultMaxPixels,
+                logger: Logger? = nil) throws {
         self.path = path
         self.fps = fps
         self.loop = loop
+        self.maxPixels = min(max(4, maxPixels), 1 << 30)  // keeps every later Int32 size conversion safe
+        self.logger = logger
         try load()
     }
 
@@ -49,6 +81,8 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
         self.loop = loop
         self.images = images
         self.fileNames = fileNames
+        maxPixels = Self.defaultMaxPixels
+        logger = nil
     }
 
     /// A paced replay stands in for a camera (drop-oldest downstream); an unpaced one is a file
@@ -83,34 +117,65 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
             files = [path]
         }
         guard !files.isEmpty else { throw ReplayError.empty(path) }
-        let decoder = JPEGDecoder(maxWidth: 8192, maxHeight: 8192)
+        // decodeExact uses no scratch planes: the smallest decoder will do.
+        let decoder = JPEGDecoder(maxWidth: 2, maxHeight: 2)
         for file in files {
-            let bytes = try Self.readFile(file)
-            let base = String(file.split(separator: "/").last ?? Substring(file))
-            if file.lowercased().hasSuffix(".nv12") {
-                images.append(try Self.rawNV12(bytes, path: file))
-            } else {
-                let buffer: NV12Buffer = try bytes.withUnsafeBytes { raw in
-                    let h: (width: Int, height: Int, subsampling: Int32)
-                    do { h = try decoder.header(raw) } catch { throw ReplayError.badFile(path: file, reason: "\(error)") }
-                    guard h.width >= 2, h.height >= 2 else { throw ReplayError.badFile(path: file, reason: "image too small") }
-                    let buf = NV12Buffer(width: h.width & ~1, height: h.height & ~1)
-                    do { try decoder.decodeExact(raw, into: buf.view) } catch {
-                        throw ReplayError.badFile(path: file, reason: "\(error)")
-                    }
-                    return buf
-                }
-                images.append(buffer)
+            do {
+                images.append(try loadOne(file, decoder: decoder))
+                fileNames.append(String(file.split(separator: "/").last ?? Substring(file)))
+            } catch let ReplayError.badFile(path: p, reason: reason) {
+                skip(p, reason)
+            } catch let ReplayError.unreadable(path: p, errno: e) {
+                skip(p, String(cString: strerror(e)))
             }
-            fileNames.append(base)
+        }
+        guard !images.isEmpty else { throw ReplayError.noUsableFiles(path: path, skipped: skipped) }
+    }
+
+    private func skip(_ file: String, _ reason: String) {
+        skipped.append(ReplaySkip(file: file, reason: reason))
+        logger?.warning("replay file skipped", metadata: ["source.file": "\(file)", "source.reason": "\(reason)"])
+    }
+
+    /// One file as an NV12 image. - Throws: `ReplayError.badFile` / `.unreadable` for that file.
+    private func loadOne(_ file: String, decoder: JPEGDecoder) throws -> NV12Buffer {
+        // A raw NV12 file is exactly 1.5 bytes a pixel; a JPEG far less (4 is a generous bound).
+        let (limit, overflow) = maxPixels.multipliedReportingOverflow(by: 4)
+        let bytes = try Self.readFile(file, maxBytes: overflow ? Int.max : limit)
+        if file.lowercased().hasSuffix(".nv12") { return try Self.rawNV12(bytes, path: file, maxPixels: maxPixels) }
+        return try bytes.withUnsafeBytes { raw in
+            let h: (width: Int, height: Int, subsampling: Int32, colorspace: Int32)
+            do { h = try decoder.headerInfo(raw) } catch { throw ReplayError.badFile(path: file, reason: "\(error)") }
+            guard h.width >= 2, h.height >= 2 else { throw ReplayError.badFile(path: file, reason: "image too small") }
+            // Checked on the header, before the NV12 buffer is allocated.
+            guard h.width * h.height <= maxPixels else {
+                throw ReplayError.badFile(path: file, reason: "\(JPEGDecodeError.overPixelLimit(width: h.width, height: h.height, limit: maxPixels))")
+            }
+            let buf = NV12Buffer(width: h.width & ~1, height: h.height & ~1)
+            do { try decoder.decodeExact(raw, into: buf.view, maxPixels: maxPixels) } catch {
+                throw ReplayError.badFile(path: file, reason: "\(error)")
+            }
+            return buf
         }
     }
 
-    static func readFile(_ path: String) throws -> [UInt8] {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    /// Reads a whole regular file of at most `maxBytes`. Opened non-blocking and checked with
+    /// fstat first: a FIFO (or device) named `*.jpg` would otherwise block `open`/`read` forever.
+    static func readFile(_ path: String, maxBytes: Int = Int.max) throws -> [UInt8] {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { throw ReplayError.unreadable(path: path, errno: errno) }
         defer { Glibc.close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ReplayError.unreadable(path: path, errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            throw ReplayError.badFile(path: path, reason: "not a regular file")
+        }
+        guard st.st_size > 0 else { throw ReplayError.badFile(path: path, reason: "empty file") }
+        guard st.st_size <= maxBytes else {
+            throw ReplayError.badFile(path: path, reason: "\(st.st_size) bytes, over the \(maxBytes)-byte bound for the pixel limit")
+        }
         var out = [UInt8]()
+        out.reserveCapacity(Int(st.st_size))
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -119,20 +184,28 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
                 throw ReplayError.unreadable(path: path, errno: errno)
             }
             if n == 0 { break }
+            guard out.count + n <= maxBytes else {
+                throw ReplayError.badFile(path: path, reason: "grew past the \(maxBytes)-byte bound while read")
+            }
             out.append(contentsOf: chunk[0..<n])
         }
         return out
     }
 
     /// Raw NV12 files name their size: `anything_<W>x<H>.nv12`, Y plane then UV plane, no padding.
-    static func rawNV12(_ bytes: [UInt8], path: String) throws -> NV12Buffer {
+    static func rawNV12(_ bytes: [UInt8], path: String, maxPixels: Int = defaultMaxPixels) throws -> NV12Buffer {
         let stem = path.split(separator: "/").last.map(String.init) ?? path
         let parts = stem.dropLast(5).split(separator: "_").last.map { $0.split(separator: "x") } ?? []
         guard parts.count == 2, let w = Int(parts[0]), let h = Int(parts[1]), w > 0, h > 0, w % 2 == 0, h % 2 == 0 else {
             throw ReplayError.badFile(path: path, reason: "raw NV12 files must be named <name>_<W>x<H>.nv12 with even W and H")
         }
-        guard bytes.count == w * h * 3 / 2 else {
-            throw ReplayError.badFile(path: path, reason: "\(bytes.count) bytes, but \(w)x\(h) NV12 needs \(w * h * 3 / 2)")
+        // The name is outside input: no multiplication before the size is known to be sane.
+        let (pixels, overflow) = w.multipliedReportingOverflow(by: h)
+        guard !overflow, pixels <= maxPixels else {
+            throw ReplayError.badFile(path: path, reason: "\(w)x\(h) is over the limit of \(maxPixels) pixels")
+        }
+        guard bytes.count == pixels * 3 / 2 else {
+            throw ReplayError.badFile(path: path, reason: "\(bytes.count) bytes, but \(w)x\(h) NV12 needs \(pixels * 3 / 2)")
         }
         let buf = NV12Buffer(width: w, height: h)
         bytes.withUnsafeBufferPointer { p in

@@ -343,11 +343,11 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     /// Waits `ms` on the wake-up fd; true when stop was requested meanwhile.
     private func sleepUnlessStopped(ms: Int) -> Bool {
         var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
-        let deadline = Clock.monotonicNs() + UInt64(ms) * 1_000_000
+        let deadline = Clock.monotonicNs() &+ UInt64(clamping: ms).multipliedReportingOverflow(by: 1_000_000).partialValue
         while !stopRequested.load(ordering: .relaxed) {
             let now = Clock.monotonicNs()
             if now >= deadline { return false }
-            _ = poll(&p, 1, Int32((deadline - now) / 1_000_000) + 1)
+            _ = poll(&p, 1, Int32(clamping: (deadline - now) / 1_000_000 + 1))
         }
         return true
     }
@@ -386,6 +386,11 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         }
         guard f.width >= 2, f.height >= 2 else {
             throw .formatRefused(path: options.path, asked: "\(choice.width)x\(choice.height)", got: "\(f.width)x\(f.height)")
+        }
+        // The driver's answer sizes the pool and the MJPEG decoder's planes: bound it.
+        guard f.width * f.height <= options.maxPixels else {
+            throw .formatRefused(path: options.path, asked: "\(choice.width)x\(choice.height)",
+                                 got: "\(f.width)x\(f.height), over camera.max_pixels \(options.maxPixels)")
         }
         if sizeFixed && ((f.width & ~1) > maxFrameSize.width || (f.height & ~1) > maxFrameSize.height) {
             throw .tooLarge(path: options.path, width: f.width, height: f.height,

@@ -164,7 +164,7 @@ public struct V4L2Device: ~Copyable {
             }
             for (w, h) in candidates {
                 sizes.append(FrameSizeOption(width: w, height: h,
-                                             intervals: try intervals(fourcc: fourcc, width: UInt32(w), height: UInt32(h))))
+                                             intervals: try intervals(fourcc: fourcc, width: UInt32(clamping: w), height: UInt32(clamping: h))))
             }
             return (sizes, range)
         }
@@ -199,8 +199,8 @@ public struct V4L2Device: ~Copyable {
         var f = v4l2_format()
         f.type = CV4L2_BUF_TYPE_VIDEO_CAPTURE
         let pix = cv4l2_format_pix(&f)!
-        pix.pointee.width = UInt32(width)
-        pix.pointee.height = UInt32(height)
+        pix.pointee.width = UInt32(clamping: width)
+        pix.pointee.height = UInt32(clamping: height)
         pix.pointee.pixelformat = fourcc
         pix.pointee.field = CV4L2_FIELD_NONE
         pix.pointee.bytesperline = 0  // the driver's choice; honoured below
@@ -233,7 +233,7 @@ public struct V4L2Device: ~Copyable {
     /// granted (it may differ from `count`).
     public mutating func startStreaming(buffers count: Int) throws(CameraError) -> Int {
         var req = v4l2_requestbuffers()
-        req.count = UInt32(count)
+        req.count = UInt32(clamping: count)
         req.type = CV4L2_BUF_TYPE_VIDEO_CAPTURE
         req.memory = CV4L2_MEMORY_MMAP
         try check(CV4L2_VIDIOC_REQBUFS, "VIDIOC_REQBUFS", &req)

@@ -7,6 +7,8 @@ public enum JPEGDecodeError: Error, CustomStringConvertible, Equatable {
     case sizeMismatch(expected: String, got: String)
     case unsupportedSubsampling(Int32)
     case tooLarge(width: Int, height: Int)
+    /// The header's pixel count is over the caller's limit (checked before anything is allocated).
+    case overPixelLimit(width: Int, height: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -14,6 +16,8 @@ public enum JPEGDecodeError: Error, CustomStringConvertible, Equatable {
         case .sizeMismatch(let e, let g): return "JPEG is \(g), expected \(e)"
         case .unsupportedSubsampling(let s): return "unsupported JPEG chroma subsampling (TJSAMP \(s))"
         case .tooLarge(let w, let h): return "JPEG of \(w)x\(h) exceeds the decoder's maximum size"
+        case .overPixelLimit(let w, let h, let limit):
+            return "JPEG header says \(w)x\(h) (\(w * h) pixels), over the limit of \(limit) pixels"
         }
     }
 }
@@ -46,11 +50,19 @@ public final class JPEGDecoder {
 
     /// Reads width, height and subsampling without decoding.
     public func header(_ jpeg: UnsafeRawBufferPointer) throws -> (width: Int, height: Int, subsampling: Int32) {
+        let h = try headerInfo(jpeg)
+        return (h.width, h.height, h.subsampling)
+    }
+
+    /// Width, height, subsampling and colour space (TJCS_*) from the header alone; nothing is
+    /// allocated, so a header claiming a huge image costs nothing here.
+    public func headerInfo(_ jpeg: UnsafeRawBufferPointer) throws -> (width: Int, height: Int, subsampling: Int32, colorspace: Int32) {
         var w: Int32 = 0, h: Int32 = 0, sub: Int32 = 0, cs: Int32 = 0
         guard let base = jpeg.baseAddress, jpeg.count > 4 else { throw JPEGDecodeError.corrupt("empty buffer") }
         let rc = tjDecompressHeader3(handle, base.assumingMemoryBound(to: UInt8.self), UInt(jpeg.count), &w, &h, &sub, &cs)
         if rc != 0 { throw failure() }
-        return (Int(w), Int(h), sub)
+        guard w > 0, h > 0 else { throw JPEGDecodeError.corrupt("header says \(w)x\(h)") }
+        return (Int(w), Int(h), sub, cs)
     }
 
     /// Decodes `jpeg` into `dst`, whose width and height must equal the JPEG's (even sizes; an odd
@@ -110,8 +122,13 @@ public final class JPEGDecoder {
     /// NV12 in and OpenVINO's NV12 colour conversion assumes. `decode` instead passes JPEG's
     /// full-range (JFIF) YCbCr through unchanged — faster, for MJPEG cameras. This one allocates
     /// temporary buffers: use it for one-time work (loading a replay), not per frame.
-    public func decodeExact(_ jpeg: UnsafeRawBufferPointer, into dst: NV12MutableView) throws {
-        let (w, h, _) = try header(jpeg)
+    /// CMYK and YCCK JPEGs (print workflows) are decoded to CMYK and turned into RGB with the
+    /// plain formula (no colour management): libjpeg-turbo itself refuses CMYK → RGB.
+    /// - Parameter maxPixels: checked on the header before any allocation (a 631-byte file can claim
+    ///   60000x60000); over it throws `.overPixelLimit`.
+    public func decodeExact(_ jpeg: UnsafeRawBufferPointer, into dst: NV12MutableView, maxPixels: Int = Int.max) throws {
+        let (w, h, _, cs) = try headerInfo(jpeg)
+        guard w * h <= maxPixels else { throw JPEGDecodeError.overPixelLimit(width: w, height: h, limit: maxPixels) }
         guard w & ~1 == dst.layout.width, h & ~1 == dst.layout.height else {
             throw JPEGDecodeError.sizeMismatch(expected: "\(dst.layout.width)x\(dst.layout.height)", got: "\(w)x\(h)")
         }
@@ -120,10 +137,28 @@ public final class JPEGDecoder {
         let argb = UnsafeMutablePointer<UInt8>.allocate(capacity: w * h * 4)
         defer { argb.deallocate() }
         let base = jpeg.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let rc = tjDecompress2(handle, base, UInt(jpeg.count), rgb, Int32(w), Int32(w * 3), Int32(h),
-                               Int32(TJPF_RGB.rawValue), CTJ_FLAG_STOPONWARNING | CTJ_FLAG_ACCURATEDCT)
-        if rc != 0 { throw failure() }
+        let flags = CTJ_FLAG_STOPONWARNING | CTJ_FLAG_ACCURATEDCT
+        if cs == Int32(TJCS_CMYK.rawValue) || cs == Int32(TJCS_YCCK.rawValue) {
+            // Four bytes a pixel into `argb`, then into `rgb`.
+            let rc = tjDecompress2(handle, base, UInt(jpeg.count), argb, Int32(w), Int32(w * 4), Int32(h),
+                                   Int32(TJPF_CMYK.rawValue), flags)
+            if rc != 0 { throw failure() }
+            Self.cmykToRGB(argb, into: rgb, pixels: w * h)
+        } else {
+            let rc = tjDecompress2(handle, base, UInt(jpeg.count), rgb, Int32(w), Int32(w * 3), Int32(h),
+                                   Int32(TJPF_RGB.rawValue), flags)
+            if rc != 0 { throw failure() }
+        }
         try NV12Ops.convertRGB24(rgb, stride: w * 3, scratchARGB: argb, into: dst)
+    }
+
+    /// CMYK as JPEG files store it (Adobe's convention, which Photoshop writes and libjpeg passes
+    /// through: the stored values are inverted, 255 = no ink) to RGB: R = C·K/255, and so on.
+    static func cmykToRGB(_ cmyk: UnsafePointer<UInt8>, into rgb: UnsafeMutablePointer<UInt8>, pixels: Int) {
+        for i in 0..<pixels {
+            let k = UInt32(cmyk[4 * i + 3])
+            for c in 0..<3 { rgb[3 * i + c] = UInt8((UInt32(cmyk[4 * i + c]) * k + 127) / 255) }
+        }
     }
 
     private func decodeViaScratchY(_ base: UnsafePointer<UInt8>, count: Int, w: Int, h: Int, sub: Int32, flags: Int32,

@@ -2,6 +2,7 @@ import CHBDNN
 import Glibc
 import ImageOps
 import Logging
+import Support
 
 /// Options for the BPU backend (RDK X3/X5, hbDNN 1.x through `libdnn.so`).
 public struct BPUOptions: Sendable {
@@ -133,8 +134,8 @@ public final class BPUEngine: InferenceEngine, @unchecked Sendable {
         if model.sidecarPath != nil && (model.inputWidth != input.width || model.inputHeight != input.height) {
             logger.warning("model sidecar says \(model.inputWidth)x\(model.inputHeight) but the BPU model's input is \(input.width)x\(input.height); using the model's")
         }
-        if input.filledStride {
-            logger.info("BPU input stride is dynamic in the model: using the packed NV12 layout, row stride \(input.rowStride) bytes")
+        if let padded = input.modelAlignedShape {
+            logger.info("BPU model input is padded (alignedShape \(padded), validShape \(input.properties.validShape.dims)): writing packed NV12 with alignedShape = validShape, as the vendor's binding does")
         }
         input.properties.tensorType = CHBDNN_TYPE_IMG_NV12
 
@@ -143,8 +144,10 @@ public final class BPUEngine: InferenceEngine, @unchecked Sendable {
         var made: [BPUSlot] = []
         for _ in 0..<workers {
             // On failure, the tensors made so far free their memory as they go out of scope.
-            let tensors = try BPUTensors(runtime: rt, input: input, outputs: outputs, priority: priority)
-            made.append(BPUSlot(tensors: tensors, layout: input, decoder: decoder, timeoutMs: Int32(clamping: options.timeoutMs)))
+            let tensors = try BPUTensors(runtime: rt, input: input, outputs: outputs, output0Bytes: decoder.byteCount, priority: priority)
+            made.append(BPUSlot(tensors: tensors, layout: input, decoder: decoder, timeoutMs: Int32(clamping: options.timeoutMs),
+                                fresh: { try BPUTensors(runtime: rt, input: input, outputs: outputs, output0Bytes: decoder.byteCount,
+                                                        priority: priority) }))
         }
         slots = made
         let outType = BPUTensorText.typeName(outputs[0].tensorType)
@@ -200,6 +203,13 @@ final class BPURuntime: @unchecked Sendable {
     let version: String
     var packed: hbPackedDNNHandle_t?
     var model: hbDNNHandle_t?
+    /// Memory of slots whose task timed out: freed after hbDNNRelease (see BPUTensors.quarantine).
+    private var quarantined: [hbSysMem] = []
+    private let quarantineLock = Condition()
+    /// Quarantined buffers so far (each input or output buffer counts one).
+    var quarantinedCount: Int { quarantineLock.locked { quarantined.count } }
+
+    func quarantine(_ mems: [hbSysMem]) { quarantineLock.locked { quarantined += mems } }
 
     init(libraryPath: String) throws {
         table = .allocate(capacity: 1)
@@ -216,6 +226,8 @@ final class BPURuntime: @unchecked Sendable {
     deinit {
         // Every slot (and so every tensor and task) is gone by now: release the model, then unload.
         if let packed { _ = api.hbDNNRelease(packed) }
+        // hbDNNRelease has finished the model's tasks: quarantined memory is no longer written.
+        for var mem in quarantined { _ = api.hbSysFreeMem(&mem) }
         chbdnn_unload(table)
         table.deallocate()
     }
@@ -310,18 +322,30 @@ enum BPUTensorText {
 }
 
 /// Where the NV12 input goes: validated once from the model's input properties.
+///
+/// Always packed NV12 (row stride = width, the UV plane right after the Y plane's `height` rows),
+/// as the vendor's own code does: its Python binding sets `alignedShape = validShape` before
+/// inference and the model zoo's X5 sample writes packed NV12. The hbDNN 1.x documentation lets a
+/// caller change only `alignedShape` and `tensorType` of an input's properties, so `stride[]` and
+/// `alignedByteSize` are passed on as the model reports them and never used for addressing (for
+/// NHWC NV12 inputs, `stride[1]` is 3·W, a 3-channel image's row, not the NV12 row stride). The
+/// dynamic-stride convention (stride -1, the caller filling in stride and size) belongs to the
+/// S100's UCP API, not to X3/X5's 1.x.
 struct BPUInputLayout {
     var properties: hbDNNTensorProperties
     let width: Int
     let height: Int
-    /// Bytes from one row to the next, in both planes.
+    /// Bytes from one row to the next, in both planes (= width: packed).
     let rowStride: Int
     /// Offset of the interleaved UV plane from the start of the tensor.
     let uvOffset: Int
     /// Bytes to allocate.
     let byteCount: Int
-    /// The model left the stride to the caller (dynamic) and we filled in the packed layout.
-    let filledStride: Bool
+    /// The model's alignedShape differed from its validShape (padded rows); replaced by validShape.
+    let modelAlignedShape: [Int]?
+
+    /// The largest input side accepted from model metadata (bounds every size computed from it).
+    static let maxSide = 8192
 
     init(inputs: [hbDNNTensorProperties], inputName: String) throws {
         guard inputs.count == 1 else {
@@ -340,7 +364,7 @@ struct BPUInputLayout {
         default:
             throw InferenceError.badModel("\(what) (a feature-map input, not an image): not supported; camclassd feeds IMG_NV12 (input_type_rt: nv12)")
         }
-        let valid = p.validShape.dims, aligned = p.alignedShape.dims, strides = p.strides
+        let valid = p.validShape.dims, aligned = p.alignedShape.dims
         guard valid.count == 4 else {
             throw InferenceError.badModel("\(what) with a \(valid.count)-D shape; expected 4-D NCHW or NHWC")
         }
@@ -356,35 +380,21 @@ struct BPUInputLayout {
         guard h > 0, w > 0, h % 2 == 0, w % 2 == 0 else {
             throw InferenceError.badModel("\(what) of \(w)x\(h): NV12 needs positive even width and height (dynamic shapes are not supported)")
         }
+        guard h <= Self.maxSide, w <= Self.maxSide else {
+            throw InferenceError.badModel("\(what) of \(w)x\(h): larger than \(Self.maxSide) on a side")
+        }
         width = w
         height = h
-        // Row stride: the stride entry of the H axis (bytes per row), else the aligned width; rows
-        // of the aligned height come before the UV plane.
-        let alignedW = aligned.count == 4 && aligned[wAxis] >= w ? aligned[wAxis] : w
-        let alignedH = aligned.count == 4 && aligned[hAxis] >= h ? aligned[hAxis] : h
-        let strideRow = strides.count == 4 ? strides[hAxis] : 0
-        let dynamic = strides.count == 4 && strides.contains(where: { $0 < 0 }) || p.alignedByteSize <= 0
-        let row = strideRow >= w ? strideRow : alignedW
-        let uv = row * alignedH
-        let needed = uv + row * (h / 2)
-        rowStride = row
-        uvOffset = uv
-        if dynamic {
-            // The caller describes the buffer: packed NV12 at rowStride (what hbDNN documents for
-            // dynamic-stride image inputs).
-            p.alignedByteSize = Int32(needed)
-            withUnsafeMutableBytes(of: &p.stride) { raw in
-                let s = raw.bindMemory(to: Int32.self)
-                if p.tensorLayout == CHBDNN_LAYOUT_NCHW {
-                    s[0] = Int32(needed); s[1] = Int32(uv); s[2] = Int32(row); s[3] = 1
-                } else {
-                    s[0] = Int32(needed); s[1] = Int32(row); s[2] = 1; s[3] = 1
-                }
-            }
-        } else if Int(p.alignedByteSize) < needed {
-            throw InferenceError.badModel("\(what) of \(w)x\(h) at row stride \(rowStride) needs \(needed) bytes but alignedByteSize is \(p.alignedByteSize)")
+        rowStride = w
+        uvOffset = w * h
+        let needed = w * h * 3 / 2
+        // A padded model (alignedShape ≠ validShape) is told the input is packed: the one change allowed.
+        modelAlignedShape = aligned == valid ? nil : aligned
+        p.alignedShape = p.validShape
+        if p.alignedByteSize > 0 && Int(p.alignedByteSize) < needed {
+            throw InferenceError.badModel("\(what) of \(w)x\(h) needs \(needed) bytes of packed NV12 but alignedByteSize is \(p.alignedByteSize)")
         }
-        filledStride = dynamic
+        // alignedByteSize <= 0 (dynamic in the model): the packed size is what is allocated.
         byteCount = max(needed, Int(p.alignedByteSize))
         properties = p
     }
@@ -392,12 +402,25 @@ struct BPUInputLayout {
 
 /// Turns the output tensor into `classes` float scores: byte offsets and dequantisation factors are
 /// worked out once from validShape/stride/alignedShape and quantizeAxis, so `decode` is one loop.
+///
+/// `stride[]` counts **bytes** (hbDNN 1.x: the offset of index i along axis d is i·stride[d] bytes;
+/// the stand-in reports it so). Whether the real X5 library ever reports element strides for
+/// padded outputs could not be verified, so a stride set that cannot be bytes — its smallest
+/// stride is below the element size, or the last score would lie past `alignedByteSize` — but fits
+/// when read as elements is taken as elements (`strideUnit` says which; logged at start).
+/// Missing strides (0 or -1) mean dense over alignedShape. Dense and padded (aligned channel
+/// count > valid) layouts, NCHW or NHWC, are supported either way.
 /// Thread context: immutable after init; `decode` is called concurrently by every slot.
 final class BPUOutputDecoder: @unchecked Sendable {
     let classes: Int
     let elementType: Int32
+    /// Bytes the output memory needs: alignedByteSize, or the last score's end when larger/absent.
     let byteCount: Int
     let quantText: String
+    /// "bytes", "elements" or "dense" (how stride[] was read).
+    let strideUnit: String
+    /// The most scores a classifier output may have (bounds every offset computed from metadata).
+    static let maxClasses = 10_000_000
     private let offsets: UnsafeMutableBufferPointer<Int>
     /// nil: no dequantisation (F32, or integers with quantiType NONE).
     private let scales: UnsafeMutableBufferPointer<Float>?
@@ -423,18 +446,41 @@ final class BPUOutputDecoder: @unchecked Sendable {
             throw InferenceError.badModel("\(what): bad validShape \(valid)")
         }
         let n = valid.count
-        // Byte strides as given; when the model leaves them out (0 or -1), dense over alignedShape.
-        var strides = p.strides
-        if strides.count != n || strides.contains(where: { $0 <= 0 }) {
-            var aligned = p.alignedShape.dims
-            if aligned.count != n || zip(aligned, valid).contains(where: { $0 < $1 }) { aligned = valid }
-            strides = Array(repeating: e, count: n)
-            for d in stride(from: n - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * aligned[d + 1] }
+        // The product is checked before anything is sized from it (8 dims of 2^31 overflow Int).
+        var total = 1
+        for v in valid {
+            let (t, overflow) = total.multipliedReportingOverflow(by: v)
+            guard !overflow, t <= Self.maxClasses else {
+                throw InferenceError.badModel("\(what): validShape \(valid) holds more than \(Self.maxClasses) scores")
+            }
+            total = t
         }
-        let total = valid.reduce(1, *)
         guard total > 1 else { throw InferenceError.badModel("\(what): \(total) score; a classifier has several") }
+        // With total bounded, index·stride sums stay far below Int.max (< 2^24 · 2^31 · 8).
+        func end(_ s: [Int]) -> Int { zip(valid, s).reduce(e) { $0 + ($1.0 - 1) * $1.1 } }
+        let limit = p.alignedByteSize > 0 ? Int(p.alignedByteSize) : Int.max
+        var strides = p.strides
+        var unit = "bytes"
+        if strides.count != n || strides.contains(where: { $0 <= 0 }) {
+            // Not given (0 or -1): dense over alignedShape (the padding stays unread).
+            var aligned = p.alignedShape.dims
+            if aligned.count != n || zip(aligned, valid).contains(where: { $0 < $1 || $0 > Self.maxClasses }) { aligned = valid }
+            strides = Array(repeating: e, count: n)
+            for d in stride(from: n - 2, through: 0, by: -1) {
+                strides[d] = min(strides[d + 1] * aligned[d + 1], Int(Int32.max))
+            }
+            unit = "dense"
+        } else if e > 1 {
+            let smallest = zip(valid, strides).filter { $0.0 > 1 }.map(\.1).min() ?? e
+            let asElements = strides.map { $0 * e }
+            if (smallest < e || end(strides) > limit) && end(asElements) <= limit {
+                strides = asElements
+                unit = "elements"
+            }
+        }
+        strideUnit = unit
         classes = total
-        byteCount = Int(p.alignedByteSize)
+        byteCount = max(p.alignedByteSize > 0 ? Int(p.alignedByteSize) : 0, end(strides))
         let axis = Int(p.quantizeAxis)
         let quantised = p.tensorType != CHBDNN_TYPE_F32 && p.quantiType != CHBDNN_QUANTI_NONE
         // Per-axis parameters: one for the whole tensor, or one per index along quantizeAxis.
@@ -493,9 +539,9 @@ final class BPUOutputDecoder: @unchecked Sendable {
         }
         if quantised {
             let kind = p.quantiType == CHBDNN_QUANTI_SCALE ? "SCALE" + (hasZeroPoints ? "+zero point" : "") : "SHIFT"
-            quantText = "\(kind) along axis \(axis)"
+            quantText = "\(kind) along axis \(axis), strides in \(unit)"
         } else {
-            quantText = "not quantised"
+            quantText = "not quantised, strides in \(unit)"
         }
     }
 
@@ -548,7 +594,8 @@ final class BPUTensors: @unchecked Sendable {
 
     /// Properties are copied into the tensors (hbDNNInfer checks them against the model's).
     /// - Throws: `InferenceError.call("hbSysAllocCachedMem…")`; what was allocated is freed by deinit.
-    init(runtime: BPURuntime, input layout: BPUInputLayout, outputs props: [hbDNNTensorProperties], priority: Int32) throws {
+    init(runtime: BPURuntime, input layout: BPUInputLayout, outputs props: [hbDNNTensorProperties], output0Bytes: Int,
+         priority: Int32) throws {
         self.runtime = runtime
         input = .allocate(capacity: 1)
         input.initialize(to: hbDNNTensor())
@@ -571,7 +618,7 @@ final class BPUTensors: @unchecked Sendable {
 
         try alloc(&input.pointee.sysMem.0, layout.byteCount, "hbSysAllocCachedMem(input, \(layout.byteCount) bytes)")
         for i in 0..<outputCount {
-            let size = max(1, Int(outputs[i].properties.alignedByteSize))
+            let size = i == 0 ? max(1, output0Bytes) : max(1, Int(outputs[i].properties.alignedByteSize))
             try alloc(&outputs[i].sysMem.0, size, "hbSysAllocCachedMem(output[\(i)], \(size) bytes)")
         }
     }
@@ -583,6 +630,17 @@ final class BPUTensors: @unchecked Sendable {
             mem = hbSysMem()
             throw BPUStatus.error(s, name)
         }
+    }
+
+    /// Hands this slot's BPU memory to the runtime, which frees it only after hbDNNRelease: a task
+    /// that timed out was released but may still write it (hbDNNReleaseTask returns at once and
+    /// finishes in the background). This object then frees nothing.
+    func quarantine() {
+        var mems = [input.pointee.sysMem.0]
+        for i in 0..<outputCount { mems.append(outputs[i].sysMem.0) }
+        runtime.quarantine(mems.filter { $0.virAddr != nil })
+        input.pointee.sysMem.0 = hbSysMem()
+        for i in 0..<outputCount { outputs[i].sysMem.0 = hbSysMem() }
     }
 
     deinit {
@@ -598,29 +656,57 @@ final class BPUTensors: @unchecked Sendable {
     }
 }
 
-/// One in-flight task at a time, on tensors allocated once.
+/// One in-flight task at a time, on tensors allocated once — and again after a timeout: the
+/// timed-out task's memory is quarantined (see `BPUTensors.quarantine`) and the slot continues on
+/// fresh tensors, so a late write from the abandoned task cannot land in a later result.
 /// Thread context: one worker thread at a time.
 final class BPUSlot: InferenceSlot, @unchecked Sendable {
-    private let tensors: BPUTensors
+    private var tensors: BPUTensors
     private let api: BPUFunctions
     private let model: hbDNNHandle_t?
     private let decoder: BPUOutputDecoder
     private let timeoutMs: Int32
+    private let layout: BPUInputLayout
+    private let fresh: () throws -> BPUTensors
+    /// A timeout left this slot on quarantined-to-be memory that could not be replaced yet.
+    private var needsFresh = false
     /// The input tensor's own memory, seen as NV12 at the tensor's row stride.
-    let input: NV12MutableView
+    private(set) var input: NV12MutableView
 
-    init(tensors: BPUTensors, layout: BPUInputLayout, decoder: BPUOutputDecoder, timeoutMs: Int32) {
+    init(tensors: BPUTensors, layout: BPUInputLayout, decoder: BPUOutputDecoder, timeoutMs: Int32,
+         fresh: @escaping () throws -> BPUTensors) {
         self.tensors = tensors
         api = tensors.runtime.api
         model = tensors.runtime.model
         self.decoder = decoder
         self.timeoutMs = timeoutMs
-        let base = tensors.input.pointee.sysMem.0.virAddr!.assumingMemoryBound(to: UInt8.self)
-        input = NV12MutableView(y: base, uv: base + layout.uvOffset, layout: NV12Layout(
+        self.layout = layout
+        self.fresh = fresh
+        input = Self.view(tensors, layout)
+    }
+
+    static func view(_ t: BPUTensors, _ layout: BPUInputLayout) -> NV12MutableView {
+        let base = t.input.pointee.sysMem.0.virAddr!.assumingMemoryBound(to: UInt8.self)
+        return NV12MutableView(y: base, uv: base + layout.uvOffset, layout: NV12Layout(
             width: layout.width, height: layout.height, strideY: layout.rowStride, strideUV: layout.rowStride))
     }
 
+    /// Moves to fresh tensors; the old memory goes to the runtime's quarantine. The frame already
+    /// written into the old input is copied over. - Throws: the allocation's error (then retried
+    /// before the next task; the old memory is not used for a task meanwhile).
+    private func replaceTensors() throws {
+        let next = try fresh()
+        let old = tensors
+        let nextInput = Self.view(next, layout)
+        NV12Ops.copy(input.readOnly, into: nextInput)
+        old.quarantine()
+        tensors = next
+        input = nextInput
+        needsFresh = false
+    }
+
     func infer(scores: UnsafeMutableBufferPointer<Float>) throws {
+        if needsFresh { try replaceTensors() }
         let t = tensors
         var s = api.hbSysFlushMem(&t.input.pointee.sysMem.0, CHBDNN_MEM_CLEAN)
         if s != 0 { throw BPUStatus.error(s, "hbSysFlushMem(input, CLEAN)") }
@@ -643,6 +729,14 @@ final class BPUSlot: InferenceSlot, @unchecked Sendable {
             let r = api.hbSysFlushMem(&t.outputs[i].sysMem.0, CHBDNN_MEM_INVALIDATE)
             if invalidated == 0 { invalidated = r }
         }
+        if waited == CHBDNN_DNN_TIMEOUT {
+            // Released, but it may still write this slot's memory: never reuse it.
+            needsFresh = true
+            do { try replaceTensors() } catch {
+                throw BPUStatus.error(waited, "hbDNNWaitTaskDone",
+                                      detail: "no result within \(timeoutMs) ms; fresh BPU memory for the slot failed too: \(error)")
+            }
+        }
         if waited != 0 {
             throw BPUStatus.error(waited, "hbDNNWaitTaskDone",
                                   detail: waited == CHBDNN_DNN_TIMEOUT ? "no result within \(timeoutMs) ms" : "")
@@ -650,5 +744,6 @@ final class BPUSlot: InferenceSlot, @unchecked Sendable {
         if released != 0 { throw BPUStatus.error(released, "hbDNNReleaseTask") }
         if invalidated != 0 { throw BPUStatus.error(invalidated, "hbSysFlushMem(output, INVALIDATE)") }
         decoder.decode(UnsafeRawPointer(t.outputs.pointee.sysMem.0.virAddr!), into: scores)
+        try Postprocess.requireFinite(UnsafeBufferPointer(rebasing: scores[0..<min(scores.count, decoder.classes)]))
     }
 }

@@ -42,12 +42,16 @@ public enum InferenceError: Error, CustomStringConvertible {
     case call(name: String, status: Int32, message: String)
     case timeout(String)
     case unhealthy(String)
+    /// The model's scores for one frame held NaN or ±infinity (`count` of `of`; the first at `index`).
+    case nonFiniteOutput(index: Int, value: Float, count: Int, of: Int)
 
     public var description: String {
         switch self {
         case .libraryMissing(let s), .modelMissing(let s), .badModel(let s), .timeout(let s), .unhealthy(let s): return s
         case .call(let name, let status, let message):
             return "\(name) failed with status \(status)" + (message.isEmpty ? "" : ": \(message)")
+        case .nonFiniteOutput(let index, let value, let count, let of):
+            return "the model output \(count) non-finite score(s) of \(of) (score \(index) is \(value)): frame dropped"
         }
     }
 }

@@ -227,6 +227,8 @@ extension ModelCatalogue {
 /// Two decimals, trailing zeros kept (as the seed tables print figures).
 func twoDecimals(_ v: Double) -> String {
     let scaled = (v * 100).rounded()
-    let whole = Int(scaled) / 100, frac = abs(Int(scaled) % 100)
+    // Catalogue figures are outside input: NaN or 1e300 prints as Swift does, never traps.
+    guard let n = Int(exactly: scaled) else { return "\(v)" }
+    let whole = n / 100, frac = abs(n % 100)
     return "\(scaled < 0 && whole == 0 ? "-" : "")\(whole)." + (frac < 10 ? "0" : "") + "\(frac)"
 }

@@ -64,35 +64,67 @@ public struct ModelDescriptor: Sendable, Equatable {
         return path[..<slash].isEmpty ? "/" : String(path[..<slash])
     }
 
-    static func parseSidecar(_ path: String) throws -> ModelDescriptor {
-        let text: String
-        do {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw InferenceError.modelMissing("cannot read model sidecar '\(path)'") }
-            defer { close(fd) }
-            var bytes = [UInt8]()
-            var buf = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n <= 0 { break }
-                bytes += buf[0..<n]
-            }
-            text = String(decoding: bytes, as: UTF8.self)
+    /// The largest input side a sidecar may state (the BPU's limit; far above any classifier).
+    public static let maxInputSide = 8192
+    /// A sidecar is a few hundred bytes; anything past this is not one (checked before parsing).
+    static let maxSidecarBytes = 1 << 20
+
+    /// Reads a small regular file, refusing anything else (a FIFO, /dev/zero) or anything larger
+    /// than `maxBytes`. - Throws: `.modelMissing` when it cannot be opened, `.badModel` otherwise.
+    static func readSmallFile(_ path: String, what: String, maxBytes: Int) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw InferenceError.modelMissing("cannot read \(what) '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw InferenceError.badModel("\(what) '\(path)' is not a regular file")
         }
+        guard st.st_size <= maxBytes else {
+            throw InferenceError.badModel("\(what) '\(path)' is \(st.st_size) bytes; at most \(maxBytes) are accepted")
+        }
+        var bytes = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw InferenceError.modelMissing("cannot read \(what) '\(path)': \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            guard bytes.count + n <= maxBytes else {
+                throw InferenceError.badModel("\(what) '\(path)' grew past \(maxBytes) bytes while read")
+            }
+            bytes += buf[0..<n]
+        }
+        return bytes
+    }
+
+    /// - Throws: `.modelMissing` when the sidecar or the network it names cannot be found (exit 66),
+    ///   `.badModel` naming the file, key and value for everything else (a configuration error, 78).
+    static func parseSidecar(_ path: String) throws -> ModelDescriptor {
+        let text = String(decoding: try readSmallFile(path, what: "model sidecar", maxBytes: maxSidecarBytes), as: UTF8.self)
         func bad(_ key: String, _ why: String) -> InferenceError {
             .badModel("model sidecar '\(path)': key '\(key)': \(why)")
         }
-        guard let node = try? Yams.load(yaml: text) as? [String: Any] else {
+        let parsed: Any?
+        do { parsed = try Yams.load(yaml: text) } catch {
+            let first = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
+            throw InferenceError.badModel("model sidecar '\(path)' is not valid YAML: \(first)")
+        }
+        guard let node = parsed as? [String: Any] else {
             throw InferenceError.badModel("model sidecar '\(path)' is not a YAML mapping")
         }
         let known: Set<String> = ["name", "model", "family", "params", "input", "output", "labels", "sha256"]
         for key in node.keys where !known.contains(key) { throw bad(key, "unknown key") }
-        guard let model = node["model"] as? String else { throw bad("model", "missing (the network file name)") }
+        guard let model = node["model"] as? String, !model.isEmpty else { throw bad("model", "missing (the network file name)") }
         guard let input = node["input"] as? [String: Any] else { throw bad("input", "missing mapping") }
         let knownInput: Set<String> = ["width", "height", "layout", "color", "mean", "scale"]
         for key in input.keys where !knownInput.contains(key) { throw bad("input.\(key)", "unknown key") }
-        guard let w = input["width"] as? Int, w > 0, w % 2 == 0 else { throw bad("input.width", "a positive even integer is required") }
-        guard let h = input["height"] as? Int, h > 0, h % 2 == 0 else { throw bad("input.height", "a positive even integer is required") }
+        func side(_ key: String) throws -> Int {
+            guard let v = input[key] as? Int, v >= 2, v <= maxInputSide, v % 2 == 0 else {
+                throw bad("input.\(key)", "an even integer from 2 to \(maxInputSide) is required, got \(input[key].map { "\($0)" } ?? "nothing")")
+            }
+            return v
+        }
+        let w = try side("width"), h = try side("height")
         func floats(_ key: String) throws -> [Float] {
             guard let raw = input[key] else { return key == "mean" ? [0, 0, 0] : [1, 1, 1] }
             let list: [Any] = (raw as? [Any]) ?? [raw]
@@ -100,7 +132,12 @@ public struct ModelDescriptor: Sendable, Equatable {
             guard values.count == list.count, values.count == 1 || values.count == 3 else {
                 throw bad("input.\(key)", "one number or three numbers are required, got \(raw)")
             }
-            if key == "scale", values.contains(where: { $0 == 0 }) { throw bad("input.scale", "must not be zero") }
+            // Pixel values are 0…255: a mean or scale far outside that is a typo, and Float(1e300)
+            // is infinity, which would turn every input into NaN.
+            guard values.allSatisfy({ $0.isFinite && abs($0) <= 1e6 }) else {
+                throw bad("input.\(key)", "numbers from -1000000 to 1000000 are required, got \(raw)")
+            }
+            if key == "scale", values.contains(where: { abs($0) < 1e-6 }) { throw bad("input.scale", "must not be zero, got \(raw)") }
             return values.count == 1 ? [values[0], values[0], values[0]] : values
         }
         let color = (input["color"] as? String)?.uppercased() ?? "RGB"
@@ -118,7 +155,10 @@ public struct ModelDescriptor: Sendable, Equatable {
                                 labelsPath: (node["labels"] as? String).map(resolve))
         d.sidecarPath = path
         d.family = node["family"] as? String
-        d.params = node["params"] as? Int
+        if let raw = node["params"] {
+            guard let p = raw as? Int, p >= 0 else { throw bad("params", "a non-negative integer is required, got \(raw)") }
+            d.params = p
+        }
         d.sha256 = node["sha256"] as? String
         guard access(d.modelPath, R_OK) == 0 else {
             throw InferenceError.modelMissing("model sidecar '\(path)' names '\(d.modelPath)', which does not exist (run `make models`)")
@@ -128,26 +168,57 @@ public struct ModelDescriptor: Sendable, Equatable {
 }
 
 /// Class names, plus each name pre-escaped as JSON string bytes so records encode without allocating.
+/// Labels longer than `maxLabelBytes` are truncated (at a UTF-8 character boundary, ending in
+/// `truncationMarker`) rather than refused: one absurd line should not stop a model, and a record
+/// must stay a bounded, valid JSON line. `truncated` counts them; the daemon logs it once.
 public final class LabelSet: Sendable {
     public let names: [String]
     public let jsonEscaped: [[UInt8]]
+    /// How many labels were cut to `maxLabelBytes`, and the first of them (0-based line).
+    public let truncated: Int
+    public let firstTruncated: Int?
+
+    /// The longest label published, in UTF-8 bytes, marker included.
+    public static let maxLabelBytes = 256
+    public static let truncationMarker = "…"
+    /// A labels file is a few KB to a few MB (ImageNet-21k); past this it is not one.
+    static let maxFileBytes = 64 << 20
 
     public init(names: [String]) {
-        self.names = names
-        jsonEscaped = names.map(LabelSet.escape)
+        var cut = 0
+        var first: Int?
+        self.names = names.enumerated().map { i, name in
+            guard name.utf8.count > LabelSet.maxLabelBytes else { return name }
+            cut += 1
+            if first == nil { first = i }
+            return LabelSet.truncate(name)
+        }
+        truncated = cut
+        firstTruncated = first
+        jsonEscaped = self.names.map(LabelSet.escape)
+    }
+
+    /// `name` cut to at most `maxLabelBytes` UTF-8 bytes including the marker, never inside a character.
+    static func truncate(_ name: String) -> String {
+        let budget = maxLabelBytes - truncationMarker.utf8.count
+        var end = name.utf8.startIndex
+        var used = 0
+        for ch in name.unicodeScalars {
+            let n = String(ch).utf8.count
+            if used + n > budget { break }
+            used += n
+            end = name.utf8.index(end, offsetBy: n)
+        }
+        return String(name.utf8[..<end])! + truncationMarker
     }
 
     /// One label per line; line i is class i. Blank trailing lines are ignored.
+    /// - Throws: `.modelMissing` when it cannot be opened, `.badModel` when it is not a regular file
+    ///   or larger than 64 MiB.
     public convenience init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw InferenceError.modelMissing("labels file '\(path)' not found") }
-        defer { close(fd) }
-        var bytes = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            bytes += buf[0..<n]
+        let bytes: [UInt8]
+        do { bytes = try ModelDescriptor.readSmallFile(path, what: "labels file", maxBytes: LabelSet.maxFileBytes) } catch InferenceError.modelMissing {
+            throw InferenceError.modelMissing("labels file '\(path)' not found")
         }
         var lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
             .map { $0.trimmingSuffix("\r") }

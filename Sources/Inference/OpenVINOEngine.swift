@@ -118,8 +118,16 @@ public final class OpenVINOEngine: InferenceEngine, @unchecked Sendable {
         try check(api.pointee.core_create(&corePtr), "ov_core_create")
         core = corePtr
         var original: OpaquePointer?
-        try check(api.pointee.core_read_model(corePtr, model.modelPath, nil, &original), "ov_core_read_model(\(model.modelPath))")
+        try Self.checkNetworkFile(model.modelPath)
+        let read = api.pointee.core_read_model(corePtr, model.modelPath, nil, &original)
+        guard read == 0 else {
+            // OpenVINO's own text starts with its source location; say first what is wrong with the file.
+            let reason = OpenVINOEngine.error(api, read, "ov_core_read_model").description
+            throw InferenceError.badModel("cannot read the network '\(model.modelPath)' (\(Self.fileSize(model.modelPath)) bytes): " +
+                                          "it is truncated, corrupt or not an ONNX/OpenVINO IR model (\(reason))")
+        }
         defer { api.pointee.model_free(original) }
+        try Self.checkInputs(api, original, model)
 
         // NV12 (two u8 planes, NHWC) → colour → f32 → (x - mean) / scale → model layout NCHW.
         var ppp: OpaquePointer?
@@ -209,10 +217,64 @@ public final class OpenVINOEngine: InferenceEngine, @unchecked Sendable {
         api.deallocate()
     }
 
+    static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : -1
+    }
+
+    /// The network file is a regular, non-empty file (OpenVINO's own error for an empty one is only
+    /// a source location).
+    static func checkNetworkFile(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw InferenceError.modelMissing("network file '\(path)' not found") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw InferenceError.badModel("network file '\(path)' is not a regular file") }
+        guard st.st_size > 0 else { throw InferenceError.badModel("network file '\(path)' is empty (0 bytes): prepare it again (`make models`)") }
+    }
+
+    /// One input, and when its shape is static (N, C, H, W), H and W equal the sidecar's: the
+    /// pre-processing feeds exactly one image of that size. Said in our words, not OpenVINO's check strings.
+    static func checkInputs(_ api: UnsafeMutablePointer<cov_api>, _ net: OpaquePointer?, _ model: ModelDescriptor) throws {
+        var inputs = 0, outputs = 0
+        guard api.pointee.model_inputs_size(net, &inputs) == 0, api.pointee.model_outputs_size(net, &outputs) == 0 else {
+            throw InferenceError.badModel("network '\(model.modelPath)': OpenVINO cannot list its inputs and outputs")
+        }
+        guard inputs == 1 else {
+            throw InferenceError.badModel("network '\(model.modelPath)' has \(inputs) inputs; camclassd feeds exactly one image input " +
+                                          "(export the classifier with a single input)")
+        }
+        guard outputs >= 1 else { throw InferenceError.badModel("network '\(model.modelPath)' has no output") }
+        guard !api.pointee.model_is_dynamic(net) else { return }  // the pre-processing fixes H and W
+        var port: OpaquePointer?
+        guard api.pointee.model_const_input_by_index(net, 0, &port) == 0 else { return }
+        defer { api.pointee.output_const_port_free(port) }
+        var shape = cov_shape(rank: 0, dims: nil)
+        guard api.pointee.const_port_get_shape(port, &shape) == 0 else { return }
+        defer { _ = api.pointee.shape_free(&shape) }
+        let dims = (0..<Int(max(0, min(shape.rank, 8)))).map { shape.dims[$0] }
+        let sidecar = model.sidecarPath.map { "its sidecar '\($0)'" } ?? "the default sidecar values"
+        guard dims.count == 4 else {
+            throw InferenceError.badModel("network '\(model.modelPath)' takes an input of shape \(dims); an image classifier " +
+                                          "takes [1, 3, height, width]")
+        }
+        let (c, h, w) = (dims[1], dims[2], dims[3])
+        guard c == 3 else {
+            throw InferenceError.badModel("network '\(model.modelPath)' takes \(c) channels (input shape \(dims)); camclassd feeds " +
+                                          "3-channel images in NCHW layout")
+        }
+        guard h == Int64(model.inputHeight), w == Int64(model.inputWidth) else {
+            throw InferenceError.badModel("network '\(model.modelPath)' takes \(w)x\(h) images (input shape \(dims)) but \(sidecar) " +
+                                          "says input.width x input.height = \(model.inputWidth)x\(model.inputHeight): make them equal")
+        }
+    }
+
     static func error(_ api: UnsafeMutablePointer<cov_api>, _ status: cov_status, _ name: String) -> InferenceError {
         var message = ""
         if let last = api.pointee.get_last_err_msg?(), last.pointee != 0 {
-            message = String(cString: last).split(separator: "\n").map(String.init).first(where: { !$0.isEmpty }) ?? ""
+            // OpenVINO's message opens with "Exception from src/…:84:" and "Check '…' failed at …":
+            // locations, not reasons. The first line that is neither says what went wrong.
+            let lines = String(cString: last).split(separator: "\n").map { String($0.drop(while: { $0 == " " || $0 == "\t" })) }.filter { !$0.isEmpty }
+            let reason = lines.first { !$0.hasPrefix("Exception from") && !$0.hasPrefix("Check '") && !$0.hasPrefix("[") }
+            message = reason ?? lines.first ?? ""
         }
         if message.isEmpty, let info = api.pointee.get_error_info(status) { message = String(cString: info) }
         return .call(name: name, status: status, message: message)
@@ -293,6 +355,7 @@ final class OpenVINOSlot: InferenceSlot, @unchecked Sendable {
         guard status == 0 else { throw OpenVINOEngine.error(api, status, "ov_infer_request_infer") }
         let n = min(scores.count, classes)
         scores.baseAddress!.update(from: output.baseAddress!, count: n)
+        try Postprocess.requireFinite(UnsafeBufferPointer(rebasing: scores[0..<n]))
     }
 
     func release() {

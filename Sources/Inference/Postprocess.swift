@@ -1,6 +1,17 @@
 /// Softmax and top-k over a score vector, in place and without allocating.
 /// Thread context: pure functions.
 public enum Postprocess {
+    /// A model that outputs NaN or ±infinity has failed for this frame (softmax and top-k would
+    /// make an empty or all-zero result of it): the engines throw, and the frame counts as an
+    /// inference error. One pass, no allocation.
+    public static func requireFinite(_ v: UnsafeBufferPointer<Float>) throws {
+        for (i, x) in v.enumerated() where !x.isFinite {
+            var bad = 0
+            for y in v where !y.isFinite { bad += 1 }
+            throw InferenceError.nonFiniteOutput(index: i, value: x, count: bad, of: v.count)
+        }
+    }
+
     /// Numerically stable softmax in place.
     public static func softmax(_ v: UnsafeMutableBufferPointer<Float>) {
         guard !v.isEmpty else { return }

@@ -29,6 +29,12 @@
  *                                              rounded up to a multiple of pad (0 = none)
  *   input_stride_align      0                  input row stride rounded up to a multiple
  *                                              of this many bytes (0 = none)
+ *   input_layout            NCHW               input layout: NCHW | NHWC (NHWC reports
+ *                                              stride[1] = 3*Wa, as for a 3-channel image)
+ *   output_stride_unit      bytes              output stride[] in bytes | elements
+ *   late_write              0                  1: a task stuck by timeout_every, once
+ *                                              released, still completes "in the
+ *                                              background" (see BEHAVIOUR)
  *   latency_us              0                  per-task execution time
  *   cores                   1                  tasks executing concurrently (1..64); more
  *                                              queue FIFO. Throughput = cores*1e6/latency_us
@@ -57,17 +63,27 @@
  * fail_task_status_every when both hit the same task.
  *
  * ===================== THE FAKE MODEL ======================================
- * Input 0 "input": tensorType IMG_NV12 (1), layout NCHW, quantiType NONE,
- *   validShape [1,3,H,W], alignedShape [1,3,H,Wa] with Wa = W rounded up to
- *   input_stride_align (Wa = W when 0), alignedByteSize = H*Wa + H/2*Wa,
- *   stride = [alignedByteSize, H*Wa, Wa, 1]: stride[2] (= Wa) is the row
- *   stride of both planes, stride[1] the offset of the UV plane.
+ * Input 0 "input": tensorType IMG_NV12 (1), quantiType NONE,
+ *   Wa = W rounded up to input_stride_align (Wa = W when 0),
+ *   alignedByteSize = H*Wa + H/2*Wa.
+ *   NCHW: validShape [1,3,H,W], alignedShape [1,3,H,Wa],
+ *         stride = [alignedByteSize, H*Wa, Wa, 1]
+ *   NHWC: validShape [1,H,W,3], alignedShape [1,H,Wa,3],
+ *         stride = [alignedByteSize, 3*Wa, 3, 1] (what a 3-channel image would
+ *         have: not the NV12 row stride)
+ *   How the input is read (the 1.x rule: a caller may change only alignedShape
+ *   and tensorType of the input properties): with the model's alignedShape,
+ *   both planes at row stride Wa, UV after H rows; with alignedShape set to
+ *   validShape (what the vendor's binding does), packed NV12 at row stride W,
+ *   UV after H rows. stride[] of the input tensor is ignored.
  * Output 0 "output": C = classes scores, Ca = C rounded up to pad.
  *   NCHW: validShape [1,C,1,1], alignedShape [1,Ca,1,1], quantizeAxis 1,
  *         stride [Ca*e, e, e, e]
  *   NHWC: validShape [1,1,1,C], alignedShape [1,1,1,Ca], quantizeAxis 3,
  *         stride [Ca*e, Ca*e, Ca*e, e]
- *   (e = element size). Score i lives at byte i * stride[axis].
+ *   (e = element size, strides in bytes). Score i lives at byte i * stride[axis].
+ *   output_stride_unit=elements reports the same layout with stride[] counted
+ *   in elements (each entry divided by e).
  *   alignedByteSize = Ca*e. The padding channels C..Ca-1 hold a large "poison"
  *   value (F32 1000.0, else the type's maximum / 2^30 for S32) so a reader that
  *   takes the aligned count for the class count picks a wrong class.
@@ -112,6 +128,13 @@
  *   or TIMEOUT (-6000008) if not done within ms, or INVALID_TASK_HANDLE.
  * - hbDNNReleaseTask: a queued task is cancelled; a running one is waited
  *   for (at most latency_us) and then freed. Always returns 0 for a live task.
+ *   With late_write=1, releasing a stuck task (timeout_every) returns at once
+ *   but its result (computed from its input as it was at hbDNNInfer) is still
+ *   to be written into its output memory, at the worst moment: right after the
+ *   next task that uses the same output memory has written its own result
+ *   (counted in late_writes_over_result), or at hbDNNRelease of the model at the
+ *   latest (late_writes counts both). hbSysFreeMem of that memory before then
+ *   fails (still in use).
  * - hbDNNSetTaskDoneCb: the callback runs on the worker thread after the
  *   task is done (or at once, on the caller's thread, if it already is).
  * - hbSysFreeMem of memory a queued/running task uses -> error, not freed.
@@ -145,6 +168,8 @@
  *   flush_clean, flush_invalidate, flush_errors;
  *   unflushed_inputs, uninvalidated_outputs (heuristic, see above),
  *   unregistered_mem (hbDNNInfer with memory not from hbSysAlloc*Mem),
+ *   inputs_packed (hbDNNInfer with the input's alignedShape set to validShape
+ *   where the model's differs), late_writes, late_writes_over_result,
  *   invalid_calls (calls rejected for a bad argument or handle).
  * If STANDIN_DNN_STATS_FILE (or stats_file=) is set, the JSON is written to
  * that file (atomically, via rename) at every hbDNNRelease and when the
@@ -202,13 +227,13 @@ enum { OUT_F32, OUT_S32_SCALE, OUT_S8_SHIFT, OUT_S16_SCALE };
 
 typedef struct {
     char name[128];
-    long width, height, output, layout, classes, pad, input_stride_align;
+    long width, height, output, layout, classes, pad, input_stride_align, input_layout, output_stride_elements, late_write;
     long latency_us, cores, max_tasks;
     long fail_infer_every, timeout_every, fail_alloc_after, fail_task_status_every;
     char stats_file[1024];
 } sd_config;
 
-typedef enum { K_STR, K_INT, K_OUTPUT, K_LAYOUT } sd_kind;
+typedef enum { K_STR, K_INT, K_OUTPUT, K_LAYOUT, K_UNIT } sd_kind;
 
 typedef struct {
     const char *key;
@@ -227,6 +252,9 @@ static const sd_key sd_keys[] = {
     KI(classes, 1, 1000000),
     KI(pad, 0, 4096),
     KI(input_stride_align, 0, 4096),
+    { "input_layout", K_LAYOUT, offsetof(sd_config, input_layout), 0, 0 },
+    { "output_stride_unit", K_UNIT, offsetof(sd_config, output_stride_elements), 0, 0 },
+    KI(late_write, 0, 1),
     KI(latency_us, 0, 60000000),
     KI(cores, 1, 64),
     KI(max_tasks, 1, 1000000),
@@ -255,6 +283,7 @@ static void cfg_defaults(sd_config *c) {
     c->height = 224;
     c->output = OUT_F32;
     c->layout = CHBDNN_LAYOUT_NCHW;
+    c->input_layout = CHBDNN_LAYOUT_NCHW;
     c->classes = 1000;
     c->cores = 1;
     c->max_tasks = 64;
@@ -299,6 +328,11 @@ static int cfg_set(sd_config *c, const char *key, const char *val) {
         case K_LAYOUT:
             if (strcmp(val, "NCHW") == 0) *(long *)dst = CHBDNN_LAYOUT_NCHW;
             else if (strcmp(val, "NHWC") == 0) *(long *)dst = CHBDNN_LAYOUT_NHWC;
+            else return -2;
+            return 0;
+        case K_UNIT:
+            if (strcmp(val, "bytes") == 0) *(long *)dst = 0;
+            else if (strcmp(val, "elements") == 0) *(long *)dst = 1;
             else return -2;
             return 0;
         }
@@ -378,6 +412,8 @@ typedef struct sd_alloc {
     int clean;       /* CLEANed since its last use as an input */
     int written;     /* written by a task and not INVALIDATEd since */
     int busy;        /* queued/running tasks using it */
+    uint8_t *late;   /* late_write: a released stuck task's result still to land here */
+    struct sd_model *late_model;
 } sd_alloc;
 
 enum { T_QUEUED, T_RUNNING, T_DONE, T_STUCK, T_CANCELLED };
@@ -395,6 +431,8 @@ typedef struct sd_task {
     int waiters;              /* threads holding a pointer without the lock */
     int32_t status;
     sd_alloc *in, *out;
+    long in_row;              /* row stride the input is read at (Wa, or W when packed) */
+    uint8_t *late_result;     /* late_write: the stuck task's result, computed at hbDNNInfer */
     struct timespec submit;
     chbdnn_task_done_cb cb;
     void *cb_user;
@@ -433,6 +471,7 @@ typedef struct {
     long bytes_allocated, bytes_live, max_bytes_live;
     long flush_clean, flush_invalidate, flush_errors;
     long unflushed_inputs, uninvalidated_outputs, unregistered_mem, invalid_calls;
+    long inputs_packed, late_writes, late_writes_over_result;
 } sd_stats;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -495,7 +534,10 @@ static void unlink_task(sd_task *t) {
 
 /* Free a task once nobody can touch it any more (g_mu held). */
 static void maybe_free(sd_task *t) {
-    if (t->released && t->waiters == 0 && t->state != T_QUEUED && t->state != T_RUNNING) free(t);
+    if (t->released && t->waiters == 0 && t->state != T_QUEUED && t->state != T_RUNNING) {
+        free(t->late_result);
+        free(t);
+    }
 }
 
 static void note_active(long delta) {
@@ -519,7 +561,8 @@ static int stats_json(char *buf, size_t len) { /* g_mu held */
         "\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,"
         "\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,"
         "\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,"
-        "\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,\"%s\":%ld}",
+        "\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,\"%s\":%ld,"
+        "\"%s\":%ld,\"%s\":%ld,\"%s\":%ld}",
         SD_VERSION, F(models_loaded), F(models_released), F(init_errors),
         F(infer_calls), F(infer_errors), F(infer_injected_failures), F(roi_infer_calls),
         F(tasks_created), F(tasks_released), F(tasks_completed), F(tasks_cancelled),
@@ -529,7 +572,8 @@ static int stats_json(char *buf, size_t len) { /* g_mu held */
         F(allocs), F(alloc_failures), F(frees), F(free_errors), F(allocs_live),
         F(bytes_allocated), F(bytes_live), F(max_bytes_live),
         F(flush_clean), F(flush_invalidate), F(flush_errors),
-        F(unflushed_inputs), F(uninvalidated_outputs), F(unregistered_mem), F(invalid_calls));
+        F(unflushed_inputs), F(uninvalidated_outputs), F(unregistered_mem), F(invalid_calls),
+        F(inputs_packed), F(late_writes), F(late_writes_over_result));
 #undef F
 }
 
@@ -624,16 +668,25 @@ static int build_model(sd_model *m) {
 
     hbDNNTensorProperties *ip = &m->in_props;
     memset(ip, 0, sizeof *ip);
-    set_shape(&ip->validShape, 1, 3, (int32_t)H, (int32_t)W);
-    set_shape(&ip->alignedShape, 1, 3, (int32_t)H, (int32_t)Wa);
-    ip->tensorLayout = CHBDNN_LAYOUT_NCHW;
     ip->tensorType = CHBDNN_TYPE_IMG_NV12;
     ip->quantiType = CHBDNN_QUANTI_NONE;
     ip->alignedByteSize = (int32_t)(H * Wa + H / 2 * Wa);
-    ip->stride[0] = ip->alignedByteSize;
-    ip->stride[1] = (int32_t)(H * Wa);
-    ip->stride[2] = (int32_t)Wa;
-    ip->stride[3] = 1;
+    ip->tensorLayout = (int32_t)c->input_layout;
+    if (c->input_layout == CHBDNN_LAYOUT_NCHW) {
+        set_shape(&ip->validShape, 1, 3, (int32_t)H, (int32_t)W);
+        set_shape(&ip->alignedShape, 1, 3, (int32_t)H, (int32_t)Wa);
+        ip->stride[0] = ip->alignedByteSize;
+        ip->stride[1] = (int32_t)(H * Wa);
+        ip->stride[2] = (int32_t)Wa;
+        ip->stride[3] = 1;
+    } else {
+        set_shape(&ip->validShape, 1, (int32_t)H, (int32_t)W, 3);
+        set_shape(&ip->alignedShape, 1, (int32_t)H, (int32_t)Wa, 3);
+        ip->stride[0] = ip->alignedByteSize;
+        ip->stride[1] = (int32_t)(3 * Wa);
+        ip->stride[2] = 3;
+        ip->stride[3] = 1;
+    }
 
     hbDNNTensorProperties *op = &m->out_props;
     memset(op, 0, sizeof *op);
@@ -652,6 +705,8 @@ static int build_model(sd_model *m) {
         op->stride[3] = e;
     }
     op->alignedByteSize = (int32_t)(Ca * e);
+    if (c->output_stride_elements)
+        for (int d = 0; d < 4; d++) op->stride[d] /= e;
     switch (c->output) {
     case OUT_F32:
         op->tensorType = CHBDNN_TYPE_F32;
@@ -691,7 +746,8 @@ static long long clamp_ll(double v, long long lo, long long hi) {
 
 static void put_score(const sd_model *m, uint8_t *out, long i, double v, int poison) {
     const hbDNNTensorProperties *op = &m->out_props;
-    uint8_t *dst = out + (size_t)i * (size_t)op->stride[op->quantizeAxis];
+    size_t step = (size_t)op->stride[op->quantizeAxis] * (m->cfg.output_stride_elements ? (size_t)elem_size(m->cfg.output) : 1);
+    uint8_t *dst = out + (size_t)i * step;
     switch (m->cfg.output) {
     case OUT_F32: {
         float f = poison ? 1000.0f : (float)v;
@@ -717,8 +773,8 @@ static void put_score(const sd_model *m, uint8_t *out, long i, double v, int poi
 }
 
 /* The deterministic function (see the top of the file). */
-static void run_model(const sd_model *m, const uint8_t *in, uint8_t *out) {
-    long H = m->cfg.height, W = m->cfg.width, Wa = m->in_props.stride[2];
+static void run_model(const sd_model *m, const uint8_t *in, long Wa, uint8_t *out) {
+    long H = m->cfg.height, W = m->cfg.width;
     long C = m->cfg.classes, Ca = m->out_props.alignedShape.dimensionSize[m->out_props.quantizeAxis];
     uint64_t sum = 0;
     for (long r = 0; r < H; r++) {
@@ -767,6 +823,7 @@ static void *worker_main(void *arg) {
         long latency = m->cfg.latency_us;
         struct timespec start = t->submit;
         uint8_t *in = t->in->ptr, *out = t->out->ptr;
+        long in_row = t->in_row;
         int fail = t->fail;
         unlock();
 
@@ -777,9 +834,19 @@ static void *worker_main(void *arg) {
             core_free = start;
         }
         if (fail) memset(out, 0xA5, (size_t)m->out_props.alignedByteSize);
-        else run_model(m, in, out);
+        else run_model(m, in, in_row, out);
 
         lock();
+        sd_alloc *oa = t->out;
+        if (oa->late != NULL) {
+            /* A released stuck task's write lands now, over this task's result. */
+            memcpy(out, oa->late, (size_t)m->out_props.alignedByteSize);
+            free(oa->late);
+            oa->late = NULL;
+            oa->late_model = NULL;
+            g_st.late_writes++;
+            g_st.late_writes_over_result++;
+        }
         t->state = T_DONE;
         t->status = fail ? CHBDNN_DNN_RUN_TASK_FAILED : 0;
         t->in->busy--;
@@ -899,6 +966,16 @@ int32_t hbDNNRelease(hbPackedDNNHandle_t packedHandle) {
     unlock();
     for (long i = 0; i < m->nworkers; i++) pthread_join(m->workers[i], NULL);
     lock();
+    /* Late writes of this model's released stuck tasks land now at the latest. */
+    for (sd_alloc *a = g_allocs; a != NULL; a = a->next) {
+        if (a->late == NULL || a->late_model != m) continue;
+        memcpy(a->ptr, a->late, (size_t)m->out_props.alignedByteSize);
+        free(a->late);
+        a->late = NULL;
+        a->late_model = NULL;
+        a->written = 1;
+        g_st.late_writes++;
+    }
     /* Tasks of this model the caller never released. */
     for (sd_task **pp = &g_tasks; *pp != NULL;) {
         sd_task *t = *pp;
@@ -1007,6 +1084,19 @@ static int same_props(const hbDNNTensorProperties *got, const hbDNNTensorPropert
            same_shape(&got->alignedShape, &want->alignedShape);
 }
 
+/* Input: like same_props, but alignedShape may also be validShape (packed), the one change the
+ * 1.x API allows besides tensorType. Returns the row stride the input is read at, 0 if unequal. */
+static long input_row_stride(const hbDNNTensorProperties *got, const sd_model *m) {
+    const hbDNNTensorProperties *want = &m->in_props;
+    if (got->tensorType != want->tensorType || got->tensorLayout != want->tensorLayout ||
+        got->alignedByteSize != want->alignedByteSize || !same_shape(&got->validShape, &want->validShape))
+        return 0;
+    int waxis = want->tensorLayout == CHBDNN_LAYOUT_NCHW ? 3 : 2;
+    if (same_shape(&got->alignedShape, &want->alignedShape)) return want->alignedShape.dimensionSize[waxis];
+    if (same_shape(&got->alignedShape, &want->validShape)) return want->validShape.dimensionSize[waxis];
+    return 0;
+}
+
 /* Memory check for one tensor: NULL + stats on failure. */
 static sd_alloc *tensor_mem(const hbDNNTensor *t, const hbDNNTensorProperties *want, const char *what) {
     sd_alloc *a = find_alloc(t->sysMem[0].virAddr);
@@ -1030,6 +1120,7 @@ int32_t hbDNNInfer(hbDNNTaskHandle_t *task, hbDNNTensor **output, const hbDNNTen
     int32_t rc = 0;
     sd_model *m = NULL;
     sd_alloc *ia = NULL, *oa = NULL;
+    long in_row = 0;
     if (task == NULL || *task != NULL || output == NULL || *output == NULL || input == NULL || ctrl == NULL) {
         rc = invalid(CHBDNN_DNN_INVALID_ARGUMENT);
         sd_log("hbDNNInfer: NULL argument or *task != NULL");
@@ -1038,9 +1129,10 @@ int32_t hbDNNInfer(hbDNNTaskHandle_t *task, hbDNNTensor **output, const hbDNNTen
     } else if (ctrl->bpuCoreId < 0 || ctrl->bpuCoreId > 2 || ctrl->priority < 0 || ctrl->priority > 255) {
         rc = invalid(CHBDNN_DNN_INVALID_ARGUMENT);
         sd_log("hbDNNInfer: bad ctrl (bpuCoreId %d, priority %d)", ctrl->bpuCoreId, ctrl->priority);
-    } else if (!same_props(&input->properties, &m->in_props)) {
+    } else if ((in_row = input_row_stride(&input->properties, m)) == 0) {
         rc = invalid(CHBDNN_DNN_INVALID_ARGUMENT);
-        sd_log("hbDNNInfer: input properties differ from hbDNNGetInputTensorProperties");
+        sd_log("hbDNNInfer: input properties differ from hbDNNGetInputTensorProperties "
+               "(only alignedShape may be changed, to validShape)");
     } else if (!same_props(&(*output)->properties, &m->out_props)) {
         rc = invalid(CHBDNN_DNN_INVALID_ARGUMENT);
         sd_log("hbDNNInfer: output properties differ from hbDNNGetOutputTensorProperties");
@@ -1073,6 +1165,9 @@ int32_t hbDNNInfer(hbDNNTaskHandle_t *task, hbDNNTensor **output, const hbDNNTen
     t->seq = ++m->task_seq;
     t->in = ia;
     t->out = oa;
+    t->in_row = in_row;
+    if (in_row != m->in_props.alignedShape.dimensionSize[m->in_props.tensorLayout == CHBDNN_LAYOUT_NCHW ? 3 : 2])
+        g_st.inputs_packed++;
     clock_gettime(CLOCK_MONOTONIC, &t->submit);
     t->next_all = g_tasks;
     g_tasks = t;
@@ -1083,6 +1178,11 @@ int32_t hbDNNInfer(hbDNNTaskHandle_t *task, hbDNNTensor **output, const hbDNNTen
     if (m->cfg.timeout_every > 0 && t->seq % m->cfg.timeout_every == 0) {
         t->state = T_STUCK;
         g_st.tasks_stuck++;
+        if (m->cfg.late_write) {
+            /* Its result, as the input is now; it lands after its release (see BEHAVIOUR). */
+            t->late_result = malloc((size_t)m->out_props.alignedByteSize);
+            if (t->late_result != NULL) run_model(m, ia->ptr, in_row, t->late_result);
+        }
     } else {
         t->fail = m->cfg.fail_task_status_every > 0 && t->seq % m->cfg.fail_task_status_every == 0;
         t->state = T_QUEUED;
@@ -1199,6 +1299,13 @@ int32_t hbDNNReleaseTask(hbDNNTaskHandle_t task) {
         note_active(-1);
     }
     while (t->state == T_RUNNING) pthread_cond_wait(&g_done_cv, &g_mu);
+    if (t->state == T_STUCK && t->late_result != NULL) {
+        /* Returns at once; the write is still to come (see BEHAVIOUR). */
+        free(t->out->late);
+        t->out->late = t->late_result;
+        t->out->late_model = m;
+        t->late_result = NULL;
+    }
     t->released = 1;
     m->outstanding--;
     g_st.tasks_released++;
@@ -1283,11 +1390,12 @@ int32_t hbSysFreeMem(hbSysMem *mem) {
     if (mem != NULL && mem->virAddr != NULL)
         while (*pp != NULL && (*pp)->ptr != mem->virAddr) pp = &(*pp)->next;
     sd_alloc *a = (mem != NULL && mem->virAddr != NULL) ? *pp : NULL;
-    if (a == NULL || a->busy > 0) {
+    if (a == NULL || a->busy > 0 || a->late != NULL) {
         g_st.free_errors++;
         int32_t rc = invalid(CHBDNN_SYS_INVALID_ARGUMENT);
         unlock();
-        if (a != NULL) sd_log("hbSysFreeMem: memory %p is still used by a queued or running task", a->ptr);
+        if (a != NULL) sd_log("hbSysFreeMem: memory %p is still used by a %s task", a->ptr,
+                              a->late != NULL ? "timed-out (released, still writing)" : "queued or running");
         return rc;
     }
     *pp = a->next;

@@ -20,6 +20,7 @@ typedef struct cov_ppp_input_tensor_info cov_ppp_input_tensor_info;
 typedef struct cov_ppp_steps cov_ppp_steps;
 typedef struct cov_ppp_model_info cov_ppp_model_info;
 typedef struct cov_layout cov_layout;
+typedef struct cov_port cov_port; /* ov_output_const_port_t */
 
 typedef struct { int64_t rank; int64_t *dims; } cov_shape;
 typedef struct { const char *build_number; const char *description; } cov_version;
@@ -52,6 +53,13 @@ typedef struct cov_api {
     cov_status (*core_compile_model)(const cov_core *, const cov_model *, const char *device, size_t n, cov_compiled_model **, ...);
     cov_status (*core_get_property)(const cov_core *, const char *device, const char *key, char **value);
     void (*model_free)(cov_model *);
+    /* Model inspection before pre-processing: how many inputs/outputs, and a static input's shape. */
+    cov_status (*model_inputs_size)(const cov_model *, size_t *);
+    cov_status (*model_outputs_size)(const cov_model *, size_t *);
+    _Bool (*model_is_dynamic)(const cov_model *);
+    cov_status (*model_const_input_by_index)(const cov_model *, size_t, cov_port **);
+    cov_status (*const_port_get_shape)(const cov_port *, cov_shape *);
+    void (*output_const_port_free)(cov_port *);
 
     cov_status (*compiled_model_get_property)(const cov_compiled_model *, const char *key, char **value);
     cov_status (*compiled_model_create_infer_request)(const cov_compiled_model *, cov_infer_request **);
