@@ -83,6 +83,8 @@ public final class Daemon: @unchecked Sendable {
                 .init(service: SupervisedPipelineService(supervisor: supervisor), successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: ReloadService(supervisor: supervisor)),
                 .init(service: NotifyService(supervisor: supervisor, deadline: deadline, logger: logger)),
+                .init(service: LivenessWatchdogService(notifier: supervisor.notifier,
+                                                       liveness: { [supervisor] in supervisor.current.source.liveness })),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))

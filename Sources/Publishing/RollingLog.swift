@@ -45,8 +45,42 @@ public struct RollingLogOptions: Sendable {
     public var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }
     /// After a failed write, the writer keeps the unwritten records and retries this often.
     public var retryMs = 250
+    /// After a rotation fails (rename refused: read-only or full directory), the log keeps growing
+    /// past `maxBytes` and rotation is tried again after this long (no retry storm).
+    public var rotationRetryMs = 5000
+    /// Serialize writers with an exclusive lock on `path.lock` (a second daemon writing and
+    /// rotating the same log would interleave and rename each other's files).
+    public var lock = true
 
     public init(path: String) { self.path = path }
+}
+
+/// Why the rolling log cannot be opened or kept.
+public enum RollingLogError: Error, CustomStringConvertible {
+    /// The log path (or a file the rotation writes) is a symbolic link: refused, so records never
+    /// land in the link's target.
+    case symbolicLink(String)
+    /// Another process holds the log's lock.
+    case inUse(path: String, lockFile: String)
+    case system(SystemCallError)
+
+    public var errnoValue: Int32 {
+        switch self {
+        case .symbolicLink: return ELOOP
+        case .inUse: return EWOULDBLOCK
+        case .system(let e): return e.errno
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .symbolicLink(let p):
+            return "'\(p)' is a symbolic link; refusing to write the log through it (records would land in the link's target). Remove the link or choose another `log.path`"
+        case .inUse(let p, let lock):
+            return "the log '\(p)' is in use by another running camclassd (it holds '\(lock)'); stop it or choose another `log.path`"
+        case .system(let e): return "\(e)"
+        }
+    }
 }
 
 /// Appends records to a file that rotates by size and/or daily (`app.log` → `app.log.1` → … →
@@ -81,6 +115,12 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     /// Rotated files present (`path.1` … `path.N`), found at the first rotation, then kept.
     private var rotatedFiles: Int?
     private var failingSinceLost = 0
+    /// The `path.lock` descriptor holding the writer's flock (-1 = none).
+    private var lockFD: Int32 = -1
+    /// While non-zero, rotation is not tried before this monotonic time (it failed).
+    private var rotationBlockedUntilNs: UInt64 = 0
+    private var rotationFailureLog = LogRateLimiter(intervalNs: 60_000_000_000)
+    private var rotationFailing = false
 
     private struct State: ~Copyable {
         var ring: ByteRing
@@ -106,6 +146,8 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         public var fsyncErrors = 0
         public var gzipped = 0
         public var gzipErrors = 0
+        /// Rotations that could not rename the file (it kept growing; retried later).
+        public var rotationErrors = 0
         /// Records that never reached the file (buffer full while the disk failed or lagged).
         public var lostRecords = 0
         /// The writer currently cannot write (disk full, I/O error); records wait in memory.
@@ -134,7 +176,11 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     /// Opens (appending to) the log file and starts the writer thread.
     /// - Throws: `SystemCallError` naming the file when it cannot be opened.
     public func start() throws {
-        try openFile()
+        try takeLock()
+        do { try openFile() } catch {
+            releaseLock()
+            throw error
+        }
         writer = DedicatedThread(name: "camclass-log") { [self] in writeLoop() }
         logger.info("rolling log open", metadata: [
             "log.path": "\(options.path)", "log.max_bytes": "\(options.maxBytes)", "log.keep": "\(options.keep)",
@@ -144,10 +190,47 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
 
     private static func day(_ realtimeNs: UInt64) -> UInt64 { realtimeNs / 86_400_000_000_000 }
 
-    private func openFile() throws {
+    /// Takes an exclusive, non-blocking flock on `path.lock` (kept across rotations, unlike the
+    /// log file's own inode), so a second writer is refused instead of interleaving and rotating.
+    private func takeLock() throws(RollingLogError) {
+        guard options.lock else { return }
         let dir = options.path.lastIndex(of: "/").map { String(options.path[..<$0]) } ?? "."
         if !dir.isEmpty && access(dir, F_OK) != 0 { mkdir(dir, 0o755) }
-        fd = try syscall("open(\(options.path))") { open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640) }
+        let lockPath = options.path + ".lock"
+        let f = open(lockPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        if f < 0 {
+            let e = errno
+            if e == ELOOP { throw .symbolicLink(lockPath) }
+            throw .system(SystemCallError("open(\(lockPath))", errno: e))
+        }
+        while flock(f, LOCK_EX | LOCK_NB) != 0 {
+            let e = errno
+            if e == EINTR { continue }
+            close(f)
+            if e == EWOULDBLOCK { throw .inUse(path: options.path, lockFile: lockPath) }
+            throw .system(SystemCallError("flock(\(lockPath))", errno: e))
+        }
+        lockFD = f
+    }
+
+    private func releaseLock() {
+        guard lockFD >= 0 else { return }
+        close(lockFD)  // releases the flock; the file stays (removing it would race a new writer)
+        lockFD = -1
+    }
+
+    private func openFile() throws(RollingLogError) {
+        let dir = options.path.lastIndex(of: "/").map { String(options.path[..<$0]) } ?? "."
+        if !dir.isEmpty && access(dir, F_OK) != 0 { mkdir(dir, 0o755) }
+        // O_NOFOLLOW: a symbolic link at the log path is refused (ELOOP), never written through.
+        while true {
+            let f = open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o640)
+            if f >= 0 { fd = f; break }
+            let e = errno
+            if e == EINTR { continue }
+            if e == ELOOP { throw .symbolicLink(options.path) }
+            throw .system(SystemCallError("open(\(options.path))", errno: e))
+        }
         var st = stat()
         fstat(fd, &st)
         fileSize = Int(st.st_size)
@@ -227,6 +310,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
             close(fd)
             fd = -1
         }
+        releaseLock()
         let s = currentStats
         logger.info("rolling log closed", metadata: ["log.path": "\(options.path)", "log.records": "\(s.recordsWritten)",
                                                      "log.lost": "\(s.lostRecords)", "log.write_errors": "\(s.writeErrors)"])
@@ -348,11 +432,11 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         while start < bytes.count {
             if fd < 0 {
                 do { try openFile() } catch {
-                    failed(errno: (error as? SystemCallError)?.errno ?? EIO, what: "open")
+                    failed(errno: error.errnoValue, what: "open")
                     return start
                 }
             }
-            if options.rotateDaily && fileSize > 0 && Self.day(options.clock()) != fileDay {
+            if options.rotateDaily && fileSize > 0 && Self.day(options.clock()) != fileDay && !rotationBlocked {
                 rotate(byTime: true)
                 continue
             }
@@ -368,8 +452,14 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 }
                 i += 1
             }
+            if end == start && fileSize > 0 && rotationBlocked {
+                // Rotation failed a moment ago: keep growing the file (nothing is lost) until the
+                // retry time rather than trying again for every record (issue 11 F10).
+                while i < bytes.count && bytes[i] != 0x0A { i += 1 }
+                end = min(i + 1, bytes.count)
+            }
             if end == start {
-                if fileSize > 0 { rotate(byTime: false); if fd < 0 { continue }; continue }
+                if fileSize > 0 { rotate(byTime: false); continue }
                 end = bytes.count  // no newline at all: write as is
             }
             let run = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
@@ -421,12 +511,40 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         }
     }
 
+    /// Rotation failed recently and waits for its retry time.
+    private var rotationBlocked: Bool {
+        guard rotationBlockedUntilNs != 0 else { return false }
+        if Clock.monotonicNs() >= rotationBlockedUntilNs { rotationBlockedUntilNs = 0; return false }
+        return true
+    }
+
+    /// A rotation that could not move the file: counted, logged at most once a minute, retried
+    /// after `rotationRetryMs`; meanwhile the current file keeps growing.
+    private func rotationFailed(errno e: Int32, what: String) {
+        rotationBlockedUntilNs = Clock.monotonicNs() + UInt64(max(1, options.rotationRetryMs)) * 1_000_000
+        rotationFailing = true
+        let message = "\(what): \(String(cString: strerror(e)))"
+        stats.withLock { $0.rotationErrors += 1; $0.lastError = message }
+        if let suppressed = rotationFailureLog.admit() {
+            logger.error("log rotation failed; the log keeps growing past log.max_bytes and rotation is retried later", metadata: [
+                "log.path": "\(options.path)", "error": "\(message)", "log.retry_ms": "\(options.rotationRetryMs)",
+                "log.suppressed": "\(suppressed)"])
+        }
+    }
+
     private func rotate(byTime: Bool) {
         let p = options.path
         if options.fsync != .never { syncFile() }
-        close(fd)
-        fd = -1
         if options.keep > 0 {
+            // Move the current file first (checked): when that is impossible, nothing else moves.
+            // rename(2) works on the open file; it is closed afterwards.
+            let probe = "\(p).rotating"
+            guard rename(p, probe) == 0 else {
+                rotationFailed(errno: errno, what: "rename(\(p))")
+                return
+            }
+            close(fd)
+            fd = -1
             // Shift only the files that exist (a large `keep` must not cost a rename per slot).
             let present = rotatedFiles ?? {
                 var n = 0
@@ -441,7 +559,15 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                     rename("\(p).\(i).gz", "\(p).\(i + 1).gz")
                 }
             }
-            rename(p, "\(p).1")
+            if rename(probe, "\(p).1") != 0 {
+                // The directory allowed one rename but not this one (e.g. `.1` is a directory):
+                // put the file back and keep writing to it.
+                let e = errno
+                _ = rename(probe, p)
+                rotationFailed(errno: e, what: "rename(\(p) → \(p).1)")
+                do { try openFile() } catch { failed(errno: error.errnoValue, what: "open after a failed rotation") }
+                return
+            }
             rotatedFiles = min(present + 1, options.keep)
             if options.gzip {
                 do {
@@ -455,7 +581,13 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 }
             }
         } else {
+            close(fd)
+            fd = -1
             unlink(p)
+        }
+        if rotationFailing {
+            rotationFailing = false
+            logger.notice("log rotation works again", metadata: ["log.path": "\(p)"])
         }
         fileSize = 0
         stats.withLock { s in
@@ -464,7 +596,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
             s.currentFileBytes = 0
         }
         do { try openFile() } catch {
-            failed(errno: (error as? SystemCallError)?.errno ?? EIO, what: "open after rotation")
+            failed(errno: error.errnoValue, what: "open after rotation")
         }
         logger.debug("log rotated", metadata: ["log.path": "\(p)", "log.by": "\(byTime ? "time" : "size")"])
     }
