@@ -162,6 +162,11 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let connectedNs: UInt64
         /// Since when the subscriber has been losing records without catching up (0 = it is not).
         var losingSinceNs: UInt64 = 0
+        /// Being disconnected (evicted): what it has buffered, ending with the error line, is still
+        /// sent until `lingerUntilNs`; it gets nothing new and no longer counts toward the limit.
+        var lingerReason: String?
+        var lingerUntilNs: UInt64 = 0
+        var isActive: Bool { closeReason == nil && lingerReason == nil }
 
         init(id: Int, fd: Int32, capacity: Int, maxRequest: Int, tokens: Double) {
             self.id = id
@@ -432,7 +437,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             fds.append(pollfd(fd: acceptPausedUntilNs == 0 ? listenFD : -1, events: Int16(POLLIN), revents: 0))
             fds.append(pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0))
             for sub in subscribers {
-                var ev = Int16(POLLIN)
+                var ev = sub.lingerReason == nil ? Int16(POLLIN) : 0
                 if !sub.ring.isEmpty { ev |= Int16(POLLOUT) }
                 fds.append(pollfd(fd: sub.fd, events: ev, revents: 0))
             }
@@ -503,7 +508,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         }
         if lost > 0 {
             let now = Clock.monotonicNs()
-            for sub in subscribers where sub.closeReason == nil {
+            for sub in subscribers where sub.isActive {
                 sub.dropped += lost
                 sub.pendingDropped += lost
                 droppedTotalIO += lost
@@ -555,7 +560,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             UnsafeMutableRawBufferPointer(rebasing: last[0..<e.json.count]).copyMemory(from: e.json)
             lastCount = e.json.count
         }
-        for sub in subscribers where sub.closeReason == nil {
+        for sub in subscribers where sub.isActive {
             deliver(e, to: sub)
         }
     }
@@ -713,7 +718,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
 
     private var activeSubscribers: Int {
         var n = 0
-        for sub in subscribers where sub.closeReason == nil { n += 1 }
+        for sub in subscribers where sub.isActive { n += 1 }
         return n
     }
 
@@ -724,19 +729,25 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let now = Clock.monotonicNs()
         let minimumNs = UInt64(max(0, afterMs)) * 1_000_000
         var victim: Subscriber?
-        for sub in subscribers where sub.closeReason == nil && sub.losingSinceNs != 0 && now - sub.losingSinceNs >= minimumNs {
+        for sub in subscribers where sub.isActive && sub.losingSinceNs != 0 && now - sub.losingSinceNs >= minimumNs {
             if victim == nil || sub.losingSinceNs < victim!.losingSinceNs { victim = sub }
         }
         guard let victim else { return false }
         let seconds = Double(now - victim.losingSinceNs) / 1e9
         evictedIO += 1
         disconnect(victim, ProtocolError(.evicted, "the subscriber limit (publish.max_subscribers = \(options.maxSubscribers)) was reached and this connection had been losing records for \(Int(seconds.rounded())) s without catching up; it was disconnected to make room. Read faster, or subscribe to fewer records (every_n, max_rate_hz)",
-                                         disconnect: true), reason: "evicted: losing records for \(Int(seconds.rounded())) s at the subscriber limit")
+                                         disconnect: true), reason: "evicted: losing records for \(Int(seconds.rounded())) s at the subscriber limit",
+                   lingerMs: 2000)
         return true
     }
 
     private func service(_ sub: Subscriber, revents: Int16, scratch: UnsafeMutableRawBufferPointer) {
         guard sub.closeReason == nil else { return }
+        if let reason = sub.lingerReason {
+            if revents & Int16(POLLOUT) != 0, let why = drain(sub) { sub.closeReason = why; return }
+            if revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { sub.closeReason = reason }
+            return
+        }
         if revents & Int16(POLLIN) != 0 {
             var budget = 64 * 1024  // per wake-up, so one chatty client cannot starve the others
             while budget > 0 && sub.closeReason == nil {
@@ -840,8 +851,10 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         }
     }
 
-    /// Sends `error` after what is buffered (best effort) and closes the connection.
-    private func disconnect(_ sub: Subscriber, _ error: ProtocolError, reason: String) {
+    /// Sends `error` after what is buffered (best effort) and closes the connection. With
+    /// `lingerMs`, what does not go out at once is still sent for that long (a slow reader being
+    /// evicted still gets its whole records and the reason), then the connection closes.
+    private func disconnect(_ sub: Subscriber, _ error: ProtocolError, reason: String, lingerMs: Int = 0) {
         _ = drain(sub)
         let bytes = error.encode()
         bytes.withUnsafeBytes { raw in
@@ -850,6 +863,15 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             if sub.ring.dropNewestLines(toFit: raw.count) { _ = sub.ring.append(raw) }
         }
         _ = drain(sub)
+        if lingerMs > 0 && !sub.ring.isEmpty {
+            sub.lingerReason = reason
+            sub.lingerUntilNs = Clock.monotonicNs() + UInt64(lingerMs) * 1_000_000
+            if let suppressed = protocolRuleLog.admit() {
+                logger.notice("subscriber disconnected by protocol rule", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(reason)",
+                                                                                    "log.suppressed": "\(suppressed)"])
+            }
+            return
+        }
         // Read what the client already sent, so closing does not reset the connection before it
         // can read the error (a socket closed with unread input resets its peer).
         var discard: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
@@ -881,6 +903,13 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     private func flushWritable() {
         for sub in subscribers where sub.closeReason == nil && !sub.ring.isEmpty {
             if let why = drain(sub) { sub.closeReason = why }
+        }
+        // Evicted subscribers close once their last line is out, or when their time is up.
+        let now = Clock.monotonicNs()
+        for sub in subscribers where sub.closeReason == nil {
+            guard let reason = sub.lingerReason, sub.ring.isEmpty || now >= sub.lingerUntilNs else { continue }
+            shutdown(sub.fd, Int32(SHUT_WR))
+            sub.closeReason = reason
         }
     }
 
