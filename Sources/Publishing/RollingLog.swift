@@ -48,8 +48,8 @@ public struct RollingLogOptions: Sendable {
     /// After a rotation fails (rename refused: read-only or full directory), the log keeps growing
     /// past `maxBytes` and rotation is tried again after this long (no retry storm).
     public var rotationRetryMs = 5000
-    /// Serialize writers with an exclusive lock on `path.lock` (a second daemon writing and
-    /// rotating the same log would interleave and rename each other's files).
+    /// One writer per log: an exclusive flock on the open log file (a second daemon writing and
+    /// rotating the same log would interleave records and rename each other's files).
     public var lock = true
 
     public init(path: String) { self.path = path }
@@ -61,7 +61,7 @@ public enum RollingLogError: Error, CustomStringConvertible {
     /// land in the link's target.
     case symbolicLink(String)
     /// Another process holds the log's lock.
-    case inUse(path: String, lockFile: String)
+    case inUse(String)
     case system(SystemCallError)
 
     public var errnoValue: Int32 {
@@ -76,8 +76,8 @@ public enum RollingLogError: Error, CustomStringConvertible {
         switch self {
         case .symbolicLink(let p):
             return "'\(p)' is a symbolic link; refusing to write the log through it (records would land in the link's target). Remove the link or choose another `log.path`"
-        case .inUse(let p, let lock):
-            return "the log '\(p)' is in use by another running camclassd (it holds '\(lock)'); stop it or choose another `log.path`"
+        case .inUse(let p):
+            return "the log '\(p)' is in use by another running camclassd (it holds a lock on the file); stop it or choose another `log.path`"
         case .system(let e): return "\(e)"
         }
     }
@@ -115,8 +115,6 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     /// Rotated files present (`path.1` … `path.N`), found at the first rotation, then kept.
     private var rotatedFiles: Int?
     private var failingSinceLost = 0
-    /// The `path.lock` descriptor holding the writer's flock (-1 = none).
-    private var lockFD: Int32 = -1
     /// While non-zero, rotation is not tried before this monotonic time (it failed).
     private var rotationBlockedUntilNs: UInt64 = 0
     private var rotationFailureLog = LogRateLimiter(intervalNs: 60_000_000_000)
@@ -176,11 +174,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     /// Opens (appending to) the log file and starts the writer thread.
     /// - Throws: `SystemCallError` naming the file when it cannot be opened.
     public func start() throws {
-        try takeLock()
-        do { try openFile() } catch {
-            releaseLock()
-            throw error
-        }
+        try openFile()
         writer = DedicatedThread(name: "camclass-log") { [self] in writeLoop() }
         logger.info("rolling log open", metadata: [
             "log.path": "\(options.path)", "log.max_bytes": "\(options.maxBytes)", "log.keep": "\(options.keep)",
@@ -190,46 +184,32 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
 
     private static func day(_ realtimeNs: UInt64) -> UInt64 { realtimeNs / 86_400_000_000_000 }
 
-    /// Takes an exclusive, non-blocking flock on `path.lock` (kept across rotations, unlike the
-    /// log file's own inode), so a second writer is refused instead of interleaving and rotating.
-    private func takeLock() throws(RollingLogError) {
-        guard options.lock else { return }
-        let dir = options.path.lastIndex(of: "/").map { String(options.path[..<$0]) } ?? "."
-        if !dir.isEmpty && access(dir, F_OK) != 0 { mkdir(dir, 0o755) }
-        let lockPath = options.path + ".lock"
-        let f = open(lockPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o640)
-        if f < 0 {
-            let e = errno
-            if e == ELOOP { throw .symbolicLink(lockPath) }
-            throw .system(SystemCallError("open(\(lockPath))", errno: e))
-        }
-        while flock(f, LOCK_EX | LOCK_NB) != 0 {
-            let e = errno
-            if e == EINTR { continue }
-            close(f)
-            if e == EWOULDBLOCK { throw .inUse(path: options.path, lockFile: lockPath) }
-            throw .system(SystemCallError("flock(\(lockPath))", errno: e))
-        }
-        lockFD = f
-    }
-
-    private func releaseLock() {
-        guard lockFD >= 0 else { return }
-        close(lockFD)  // releases the flock; the file stays (removing it would race a new writer)
-        lockFD = -1
-    }
-
     private func openFile() throws(RollingLogError) {
         let dir = options.path.lastIndex(of: "/").map { String(options.path[..<$0]) } ?? "."
         if !dir.isEmpty && access(dir, F_OK) != 0 { mkdir(dir, 0o755) }
         // O_NOFOLLOW: a symbolic link at the log path is refused (ELOOP), never written through.
         while true {
             let f = open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o640)
-            if f >= 0 { fd = f; break }
-            let e = errno
-            if e == EINTR { continue }
-            if e == ELOOP { throw .symbolicLink(options.path) }
-            throw .system(SystemCallError("open(\(options.path))", errno: e))
+            if f < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                if e == ELOOP { throw .symbolicLink(options.path) }
+                throw .system(SystemCallError("open(\(options.path))", errno: e))
+            }
+            // One writer per log: an exclusive lock on the open file, taken again on each new file
+            // after a rotation (a second daemon would interleave records and rotate our files).
+            if options.lock {
+                var rc: Int32
+                repeat { rc = flock(f, LOCK_EX | LOCK_NB) } while rc != 0 && errno == EINTR
+                if rc != 0 {
+                    let e = errno
+                    close(f)
+                    if e == EWOULDBLOCK { throw .inUse(options.path) }
+                    throw .system(SystemCallError("flock(\(options.path))", errno: e))
+                }
+            }
+            fd = f
+            break
         }
         var st = stat()
         fstat(fd, &st)
@@ -310,7 +290,6 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
             close(fd)
             fd = -1
         }
-        releaseLock()
         let s = currentStats
         logger.info("rolling log closed", metadata: ["log.path": "\(options.path)", "log.records": "\(s.recordsWritten)",
                                                      "log.lost": "\(s.lostRecords)", "log.write_errors": "\(s.writeErrors)"])
@@ -536,15 +515,8 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         let p = options.path
         if options.fsync != .never { syncFile() }
         if options.keep > 0 {
-            // Move the current file first (checked): when that is impossible, nothing else moves.
-            // rename(2) works on the open file; it is closed afterwards.
-            let probe = "\(p).rotating"
-            guard rename(p, probe) == 0 else {
-                rotationFailed(errno: errno, what: "rename(\(p))")
-                return
-            }
-            close(fd)
-            fd = -1
+            // The file stays open (and locked) until it is renamed: when the rename fails, writing
+            // simply continues in it. (All writes come from this thread, so nothing is in flight.)
             // Shift only the files that exist (a large `keep` must not cost a rename per slot).
             let present = rotatedFiles ?? {
                 var n = 0
@@ -559,15 +531,14 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                     rename("\(p).\(i).gz", "\(p).\(i + 1).gz")
                 }
             }
-            if rename(probe, "\(p).1") != 0 {
-                // The directory allowed one rename but not this one (e.g. `.1` is a directory):
-                // put the file back and keep writing to it.
-                let e = errno
-                _ = rename(probe, p)
-                rotationFailed(errno: e, what: "rename(\(p) → \(p).1)")
-                do { try openFile() } catch { failed(errno: error.errnoValue, what: "open after a failed rotation") }
+            if rename(p, "\(p).1") != 0 {
+                // Read-only or full directory, `.1` a directory…: keep writing to the current file.
+                rotationFailed(errno: errno, what: "rename(\(p) → \(p).1)")
+                rotatedFiles = nil  // count again next time (some shifts may have happened)
                 return
             }
+            close(fd)
+            fd = -1
             rotatedFiles = min(present + 1, options.keep)
             if options.gzip {
                 do {
