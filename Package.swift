@@ -11,7 +11,8 @@ import PackageDescription
 // - One module per stage: Capture (V4L2, replay, frame pool), ImageOps (libyuv, libjpeg-turbo),
 //   Inference (OpenVINO, hbDNN), Pipeline (queue, workers, ordering, stable labels), Publishing
 //   (the daemon's sinks: Unix socket publisher, rolling log).
-// - WireFormat: protocol v1 as bytes — record encoders, request parser, hello/status — shared by the
+// - WireFormat: protocol v1 and the log files as bytes — record encoders, request parser, hello/status,
+//   gzip of rotated logs — shared by the
 //   daemon's publisher and the client side.
 // - Client: what talks to a running daemon (socket connection, request/reply, log follower).
 // - CamclassDaemon: configuration, `buildDaemon(config:)`, the supervisor and reload, services,
@@ -56,16 +57,16 @@ let package = Package(
             "ImageOps", "Support", "COpenVINO", "CHBDNN", .product(name: "Logging", package: "swift-log"),
             "Yams",
         ]),
-        .target(name: "WireFormat", dependencies: ["Support"]),
+        .target(name: "WireFormat", dependencies: ["Support", "CZlib"]),
         .target(name: "Pipeline", dependencies: [
             "Capture", "ImageOps", "Inference", "WireFormat", "Support",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Publishing", dependencies: [
-            "WireFormat", "Support", "CZlib", .product(name: "Logging", package: "swift-log"),
+            "WireFormat", "Support", .product(name: "Logging", package: "swift-log"),
         ]),
         // The client side of protocol v1 and the log.
-        .target(name: "Client", dependencies: ["WireFormat", "Support", "CZlib"]),
+        .target(name: "Client", dependencies: ["WireFormat", "Support"]),
         // Assembly of the daemon, and the tools.
         .target(name: "CamclassDaemon", dependencies: [
             "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "WireFormat", "Support", "CCrypto", "Yams",

@@ -81,6 +81,8 @@ public final class Daemon: @unchecked Sendable {
                 .init(service: SupervisedPipelineService(supervisor: supervisor), successTerminationBehavior: .gracefullyShutdownGroup),
                 .init(service: ReloadService(supervisor: supervisor)),
                 .init(service: NotifyService(supervisor: supervisor, deadline: deadline, logger: logger)),
+                .init(service: LivenessWatchdogService(notifier: supervisor.notifier,
+                                                       liveness: { [supervisor] in supervisor.current.source.liveness })),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
@@ -230,7 +232,10 @@ func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource 
         for problem in found.skipped {
             logger.warning("source auto: video node skipped", metadata: ["source.reason": "\(problem)"])
         }
-        path = found.path ?? "samples"
+        path = autoSourcePath(found: found.path, samples: "samples")
+        if found.path == nil && path == autoDefaultCamera {
+            logger.warning("source auto: no camera present and no ./samples folder; waiting for \(autoDefaultCamera) (set source.path to a camera or a folder to replay)")
+        }
         logger.info("source auto", metadata: ["source.path": "\(path)"])
     }
     if isCameraPath(path) { return try makeCamera(path: path, config: config, logger: logger) }
@@ -239,6 +244,20 @@ func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource 
         "source.path": "\(path)", "source.files": "\(source.fileNames.count)", "source.skipped": "\(source.skipped.count)",
         "source.fps": "\(config.source.fps == 0 ? "unlimited" : String(config.source.fps))", "source.loop": "\(config.source.loop)"])
     return source
+}
+
+/// The camera `source: auto` waits for when none is present.
+let autoDefaultCamera = "/dev/video0"
+
+/// What `source: auto` resolves to: the camera found; else the `samples` folder when it exists
+/// (a developer's `make run` in the source tree); else the default camera, waited for — the
+/// installed service has no samples folder, and a relative path would depend on its working
+/// directory.
+func autoSourcePath(found: String?, samples: String) -> String {
+    if let found { return found }
+    var st = stat()
+    if stat(samples, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR { return samples }
+    return autoDefaultCamera
 }
 
 /// A character device, or a path under /dev that is absent now (a camera plugged in later).

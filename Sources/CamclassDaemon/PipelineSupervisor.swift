@@ -94,6 +94,7 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
     var maxFrameSize: (width: Int, height: Int) { inner.maxFrameSize }
     var fileNames: [String] { inner.fileNames }
     var isLive: Bool { inner.isLive }
+    var liveness: SourceLiveness? { inner.liveness }
 
     func open() throws {
         detached.store(false, ordering: .releasing)

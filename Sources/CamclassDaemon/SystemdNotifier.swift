@@ -160,12 +160,19 @@ public final class ProgressNotifier: RecordSink, Sendable {
             notifier.send("READY=1\n" + SystemdNotifier.status(status))
             readyNs.store(now, ordering: .releasing)
         }
-        guard pingEveryNs > 0 else { return }
+        pingIfDue(nowNs: now)
+    }
+
+    /// Sends `WATCHDOG=1` when the last ping is a quarter interval old (never after `stop`).
+    @discardableResult
+    func pingIfDue(nowNs now: UInt64) -> Bool {
+        guard pingEveryNs > 0, !stopping.load(ordering: .acquiring) else { return false }
         let last = lastPingNs.load(ordering: .relaxed)
-        if now &- last >= pingEveryNs {
-            lastPingNs.store(now, ordering: .relaxed)
-            if notifier.send("WATCHDOG=1") { pings.add(1, ordering: .relaxed) }
-        }
+        guard now &- last >= pingEveryNs else { return false }
+        lastPingNs.store(now, ordering: .relaxed)
+        guard notifier.send("WATCHDOG=1") else { return false }
+        pings.add(1, ordering: .relaxed)
+        return true
     }
 
     private static let classificationPrefix = Array(#"{"type":"classification""#.utf8)

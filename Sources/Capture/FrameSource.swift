@@ -22,5 +22,26 @@ public protocol FrameSource: AnyObject, Sendable {
     func nextFrame(into frame: inout NV12Frame) throws -> Bool
     func requestStop()
     func close()
+    /// The capture side's sign of life while it delivers no frames by design (a camera unplugged
+    /// and being re-opened); nil for sources that never wait (replays). The service watchdog is
+    /// fed from it while the source waits, so a lost camera is not taken for a hang.
+    var liveness: SourceLiveness? { get }
+}
+
+extension FrameSource {
+    public var liveness: SourceLiveness? { nil }
+}
+
+/// What a waiting source reports about its capture thread.
+public struct SourceLiveness: Sendable, Equatable {
+    /// The source waits for its device (no frames meanwhile, by design).
+    public var waiting: Bool
+    /// CLOCK_MONOTONIC of the capture thread's last sign of life (a frame or a re-open attempt).
+    public var lastActivityNs: UInt64
+
+    public init(waiting: Bool, lastActivityNs: UInt64) {
+        self.waiting = waiting
+        self.lastActivityNs = lastActivityNs
+    }
 }
 

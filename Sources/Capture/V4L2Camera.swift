@@ -77,6 +77,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     /// stuck in the driver (old) — classifications alone stop in both cases.
     public var lastActivityNs: UInt64 { activity.load(ordering: .relaxed) }
 
+    public var liveness: SourceLiveness? { SourceLiveness(waiting: isLost, lastActivityNs: lastActivityNs) }
+
     /// Opens and negotiates, fixing `maxFrameSize`. A camera that is absent is waited for later.
     /// - Throws: `CameraError` for everything waiting cannot fix: permission denied, busy, not a
     ///   capture device, no usable format.
@@ -347,7 +349,10 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         while !stopRequested.load(ordering: .relaxed) {
             let now = Clock.monotonicNs()
             if now >= deadline { return false }
-            _ = poll(&p, 1, Int32(clamping: (deadline - now) / 1_000_000 + 1))
+            // At most a second per poll: each wake-up is a sign of life for the service watchdog
+            // (`liveness`), however long the backoff.
+            _ = poll(&p, 1, Int32(min(1000, (deadline - now) / 1_000_000 + 1)))
+            activity.store(Clock.monotonicNs(), ordering: .relaxed)
         }
         return true
     }

@@ -1,3 +1,4 @@
+import WireFormat
 import Glibc
 import Support
 
@@ -128,30 +129,89 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
                 usleep(1000)
                 continue
             }
-            var skipped: [Int32] = []
+            if k == 0, let recovered = skippedCompressed() {
+                // Our file was compressed after rotating (`path.k.gz`): the files rotated after it
+                // may be compressed too; read them from the .gz so nothing is skipped.
+                let next = open(path, O_RDONLY | O_CLOEXEC)
+                for bytes in recovered { emitWhole(bytes, into: &out) }
+                adopt(next)
+                readAvailable(into: &out)
+                return
+            }
+            var skipped: [Skipped] = []
             if k > 1 {
                 for j in stride(from: k - 1, through: 1, by: -1) {
                     let f = open("\(path).\(j)", O_RDONLY | O_CLOEXEC)
-                    if f >= 0 { skipped.append(f) }
+                    if f >= 0 {
+                        skipped.append(.plain(f))
+                    } else if let bytes = try? Gzip.decompress(file: "\(path).\(j).gz") {
+                        skipped.append(.compressed(bytes))  // rotated past us and gzipped meanwhile
+                    }
                 }
             }
             let next = open(path, O_RDONLY | O_CLOEXEC)
             if k == 0 || rotatedIndexOfCurrent() == k {  // nothing moved while we opened the files
-                for f in skipped {
-                    if let bytes = Self.readAll(f) { split(bytes[...], into: &out) }
-                    close(f)
-                    if !partial.isEmpty { out.append(String(decoding: partial, as: UTF8.self)); partial.removeAll() }
+                for item in skipped {
+                    switch item {
+                    case .compressed(let bytes): emitWhole(bytes, into: &out)
+                    case .plain(let f):
+                        emitWhole(Self.readAll(f) ?? [], into: &out)
+                        close(f)
+                    }
                 }
                 adopt(next)
                 readAvailable(into: &out)
                 return
             }
-            for f in skipped { close(f) }
+            for case .plain(let f) in skipped { close(f) }
             if next >= 0 { close(next) }
             usleep(1000)
         }
         openCurrent()
         readAvailable(into: &out)
+    }
+
+    private enum Skipped {
+        case plain(Int32)
+        case compressed([UInt8])
+    }
+
+    private func emitWhole(_ bytes: [UInt8], into out: inout [String]) {
+        split(bytes[...], into: &out)
+        if !partial.isEmpty { out.append(String(decoding: partial, as: UTF8.self)); partial.removeAll() }
+    }
+
+    /// When the file being followed is no longer among the plain `path.k`: finds it among the
+    /// compressed ones (by its first bytes, read from the descriptor still open on it) and returns
+    /// the contents of every rotated file newer than it, oldest first. nil when it is not found
+    /// (deleted: nothing to recover).
+    private func skippedCompressed() -> [[UInt8]]? {
+        guard fd >= 0 else { return nil }
+        var head = [UInt8](repeating: 0, count: 4096)
+        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard got > 0 else { return nil }
+        head.removeSubrange(got...)
+        var newer: [[UInt8]] = []  // path.1 (newest) first
+        for j in 1...maxRotated {
+            let plain = "\(path).\(j)", gz = plain + ".gz"
+            if access(plain, F_OK) == 0 {
+                let f = open(plain, O_RDONLY | O_CLOEXEC)
+                guard f >= 0 else { return nil }
+                defer { close(f) }
+                var st = stat()
+                fstat(f, &st)
+                if st.st_ino == inode && st.st_dev == device { return newer.reversed() }
+                guard let bytes = Self.readAll(f) else { return nil }
+                newer.append(bytes)
+            } else if access(gz, F_OK) == 0 {
+                guard let bytes = try? Gzip.decompress(file: gz) else { return nil }
+                if bytes.starts(with: head) { return newer.reversed() }
+                newer.append(bytes)
+            } else {
+                return nil
+            }
+        }
+        return nil
     }
 
     /// Where the file being followed now is among `path.1 … path.N`: 0 = not found (deleted or

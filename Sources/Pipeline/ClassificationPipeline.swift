@@ -117,6 +117,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
     private let captured = Atomic<Int>(0)
     private let sourceDropped = Atomic<Int>(0)
     private let inferenceErrors = Atomic<Int>(0)
+    /// Inference failures are logged at most once per 10 s, with a count of those not logged.
+    private let inferenceFailureLog = SharedLogRateLimiter()
     private let published = Atomic<Int>(0)
     private let consecutiveFailures = Atomic<Int>(0)
     private let stopRequested = Atomic<Bool>(false)
@@ -265,8 +267,12 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 ok = false
                 inferenceErrors.add(1, ordering: .relaxed)
                 let n = consecutiveFailures.add(1, ordering: .relaxed).newValue
-                if n == 1 || n % 100 == 0 {
-                    logger.warning("inference failed; frame dropped", metadata: ["error": "\(error)", "inference.consecutive_failures": "\(n)"])
+                // Rate-limited, not per consecutive run: an engine failing every other frame
+                // would otherwise log a line per failure (issue 11 F19).
+                if let suppressed = inferenceFailureLog.admit() {
+                    logger.warning("inference failed; frame dropped", metadata: [
+                        "error": "\(error)", "inference.consecutive_failures": "\(n)",
+                        "inference.errors_total": "\(inferenceErrors.load(ordering: .relaxed))", "log.suppressed": "\(suppressed)"])
                 }
                 if n >= options.maxConsecutiveFailures {
                     failure.withLock { $0 = $0 ?? .engineUnhealthy("\(n) consecutive failures, last: \(error)") }

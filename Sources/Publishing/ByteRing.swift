@@ -35,6 +35,23 @@ public struct ByteRing: ~Copyable {
         UnsafeRawBufferPointer(start: storage + head, count: min(count, capacity - head))
     }
 
+    /// Removes the newest whole lines (never the oldest one, which may be partly sent already)
+    /// until `bytes` more fit; the ring then still ends with a newline. Returns whether they fit.
+    /// Used to make room for a final error line to a subscriber about to be disconnected.
+    public mutating func dropNewestLines(toFit bytes: Int) -> Bool {
+        guard free < bytes else { return true }
+        // Walk back from the end over newlines; cut just after one that leaves enough room.
+        var i = count - 2  // the last byte is the newline ending the newest line
+        while i > 0 {
+            if storage[(head + i) % capacity] == 0x0A && capacity - (i + 1) >= bytes {
+                count = i + 1
+                return true
+            }
+            i -= 1
+        }
+        return false
+    }
+
     public mutating func consume(_ n: Int) {
         precondition(n <= count)
         head = (head + n) % capacity

@@ -48,6 +48,12 @@ public struct RollingLogOptions: ConfigSection {
     @NotCompared public var write: @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }
     /// After a failed write, the writer keeps the unwritten records and retries this often.
     public var retryMs = 250
+    /// After a rotation fails (rename refused: read-only or full directory), the log keeps growing
+    /// past `maxBytes` and rotation is tried again after this long (no retry storm).
+    public var rotationRetryMs = 5000
+    /// One writer per log: an exclusive flock on the open log file (a second daemon writing and
+    /// rotating the same log would interleave records and rename each other's files).
+    public var lock = true
 
     public init() {}
     public init(path: String) { self.path = path }
@@ -72,6 +78,34 @@ public struct RollingLogOptions: ConfigSection {
         case .always: fsync = .always
         }
         format = try r.choice("format", format)
+    }
+}
+
+/// Why the rolling log cannot be opened or kept.
+public enum RollingLogError: Error, CustomStringConvertible {
+    /// The log path (or a file the rotation writes) is a symbolic link: refused, so records never
+    /// land in the link's target.
+    case symbolicLink(String)
+    /// Another process holds the log's lock.
+    case inUse(String)
+    case system(SystemCallError)
+
+    public var errnoValue: Int32 {
+        switch self {
+        case .symbolicLink: return ELOOP
+        case .inUse: return EWOULDBLOCK
+        case .system(let e): return e.errno
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .symbolicLink(let p):
+            return "'\(p)' is a symbolic link; refusing to write the log through it (records would land in the link's target). Remove the link or choose another `log.path`"
+        case .inUse(let p):
+            return "the log '\(p)' is in use by another running camclassd (it holds a lock on the file); stop it or choose another `log.path`"
+        case .system(let e): return "\(e)"
+        }
     }
 }
 
@@ -107,6 +141,10 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
     /// Rotated files present (`path.1` … `path.N`), found at the first rotation, then kept.
     private var rotatedFiles: Int?
     private var failingSinceLost = 0
+    /// While non-zero, rotation is not tried before this monotonic time (it failed).
+    private var rotationBlockedUntilNs: UInt64 = 0
+    private var rotationFailureLog = LogRateLimiter(intervalNs: 60_000_000_000)
+    private var rotationFailing = false
 
     private struct State: ~Copyable {
         var ring: ByteRing
@@ -132,6 +170,8 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         public var fsyncErrors = 0
         public var gzipped = 0
         public var gzipErrors = 0
+        /// Rotations that could not rename the file (it kept growing; retried later).
+        public var rotationErrors = 0
         /// Records that never reached the file (buffer full while the disk failed or lagged).
         public var lostRecords = 0
         /// The writer currently cannot write (disk full, I/O error); records wait in memory.
@@ -170,10 +210,33 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
 
     private static func day(_ realtimeNs: UInt64) -> UInt64 { realtimeNs / 86_400_000_000_000 }
 
-    private func openFile() throws {
+    private func openFile() throws(RollingLogError) {
         let dir = options.path.lastIndex(of: "/").map { String(options.path[..<$0]) } ?? "."
         if !dir.isEmpty && access(dir, F_OK) != 0 { mkdir(dir, 0o755) }
-        fd = try syscall("open(\(options.path))") { open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640) }
+        // O_NOFOLLOW: a symbolic link at the log path is refused (ELOOP), never written through.
+        while true {
+            let f = open(options.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o640)
+            if f < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                if e == ELOOP { throw .symbolicLink(options.path) }
+                throw .system(SystemCallError("open(\(options.path))", errno: e))
+            }
+            // One writer per log: an exclusive lock on the open file, taken again on each new file
+            // after a rotation (a second daemon would interleave records and rotate our files).
+            if options.lock {
+                var rc: Int32
+                repeat { rc = flock(f, LOCK_EX | LOCK_NB) } while rc != 0 && errno == EINTR
+                if rc != 0 {
+                    let e = errno
+                    close(f)
+                    if e == EWOULDBLOCK { throw .inUse(options.path) }
+                    throw .system(SystemCallError("flock(\(options.path))", errno: e))
+                }
+            }
+            fd = f
+            break
+        }
         var st = stat()
         fstat(fd, &st)
         fileSize = Int(st.st_size)
@@ -374,11 +437,11 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         while start < bytes.count {
             if fd < 0 {
                 do { try openFile() } catch {
-                    failed(errno: (error as? SystemCallError)?.errno ?? EIO, what: "open")
+                    failed(errno: error.errnoValue, what: "open")
                     return start
                 }
             }
-            if options.rotateDaily && fileSize > 0 && Self.day(options.clock()) != fileDay {
+            if options.rotateDaily && fileSize > 0 && Self.day(options.clock()) != fileDay && !rotationBlocked {
                 rotate(byTime: true)
                 continue
             }
@@ -394,8 +457,14 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 }
                 i += 1
             }
+            if end == start && fileSize > 0 && rotationBlocked {
+                // Rotation failed a moment ago: keep growing the file (nothing is lost) until the
+                // retry time rather than trying again for every record (issue 11 F10).
+                while i < bytes.count && bytes[i] != 0x0A { i += 1 }
+                end = min(i + 1, bytes.count)
+            }
             if end == start {
-                if fileSize > 0 { rotate(byTime: false); if fd < 0 { continue }; continue }
+                if fileSize > 0 { rotate(byTime: false); continue }
                 end = bytes.count  // no newline at all: write as is
             }
             let run = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
@@ -447,12 +516,33 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         }
     }
 
+    /// Rotation failed recently and waits for its retry time.
+    private var rotationBlocked: Bool {
+        guard rotationBlockedUntilNs != 0 else { return false }
+        if Clock.monotonicNs() >= rotationBlockedUntilNs { rotationBlockedUntilNs = 0; return false }
+        return true
+    }
+
+    /// A rotation that could not move the file: counted, logged at most once a minute, retried
+    /// after `rotationRetryMs`; meanwhile the current file keeps growing.
+    private func rotationFailed(errno e: Int32, what: String) {
+        rotationBlockedUntilNs = Clock.monotonicNs() + UInt64(max(1, options.rotationRetryMs)) * 1_000_000
+        rotationFailing = true
+        let message = "\(what): \(String(cString: strerror(e)))"
+        stats.withLock { $0.rotationErrors += 1; $0.lastError = message }
+        if let suppressed = rotationFailureLog.admit() {
+            logger.error("log rotation failed; the log keeps growing past log.max_bytes and rotation is retried later", metadata: [
+                "log.path": "\(options.path)", "error": "\(message)", "log.retry_ms": "\(options.rotationRetryMs)",
+                "log.suppressed": "\(suppressed)"])
+        }
+    }
+
     private func rotate(byTime: Bool) {
         let p = options.path
         if options.fsync != .never { syncFile() }
-        close(fd)
-        fd = -1
         if options.keep > 0 {
+            // The file stays open (and locked) until it is renamed: when the rename fails, writing
+            // simply continues in it. (All writes come from this thread, so nothing is in flight.)
             // Shift only the files that exist (a large `keep` must not cost a rename per slot).
             let present = rotatedFiles ?? {
                 var n = 0
@@ -467,7 +557,14 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                     rename("\(p).\(i).gz", "\(p).\(i + 1).gz")
                 }
             }
-            rename(p, "\(p).1")
+            if rename(p, "\(p).1") != 0 {
+                // Read-only or full directory, `.1` a directory…: keep writing to the current file.
+                rotationFailed(errno: errno, what: "rename(\(p) → \(p).1)")
+                rotatedFiles = nil  // count again next time (some shifts may have happened)
+                return
+            }
+            close(fd)
+            fd = -1
             rotatedFiles = min(present + 1, options.keep)
             if options.gzip {
                 do {
@@ -481,7 +578,13 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 }
             }
         } else {
+            close(fd)
+            fd = -1
             unlink(p)
+        }
+        if rotationFailing {
+            rotationFailing = false
+            logger.notice("log rotation works again", metadata: ["log.path": "\(p)"])
         }
         fileSize = 0
         stats.withLock { s in
@@ -490,7 +593,7 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
             s.currentFileBytes = 0
         }
         do { try openFile() } catch {
-            failed(errno: (error as? SystemCallError)?.errno ?? EIO, what: "open after rotation")
+            failed(errno: error.errnoValue, what: "open after rotation")
         }
         logger.debug("log rotated", metadata: ["log.path": "\(p)", "log.by": "\(byTime ? "time" : "size")"])
     }

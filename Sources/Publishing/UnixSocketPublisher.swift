@@ -23,6 +23,16 @@ public struct SocketOptions: ConfigSection {
     public var kernelSendBufferBytes: Int32 = 32 * 1024
     /// Records buffered between the result thread and the I/O thread (shared by all subscribers).
     public var journalBytes = 1 << 20
+    /// At the subscriber limit, a new client makes room by evicting the subscriber that has been
+    /// losing records continuously for longest, if that is at least this long (the model is
+    /// Redis's client-output-buffer-limit); nil = never evict, the new client is refused.
+    public var evictLosingAfterMs: Int? = 5000
+    /// After accept(2) fails for lack of file descriptors (EMFILE/ENFILE), the listening socket is
+    /// not polled for this long, or until a subscriber leaves (no busy loop on the backlog).
+    public var acceptBackoffMs = 1000
+    /// Repeated warnings (refused or unacceptable clients, protocol-rule disconnects) are logged
+    /// at most once per this interval, with a count of the ones not logged.
+    public var warningIntervalMs = 10_000
 
     public init() {}
     public init(path: String) { self.path = path }
@@ -39,6 +49,8 @@ public struct SocketOptions: ConfigSection {
         maxSubscribers = try r.int("max_subscribers", maxSubscribers, 1...4096)
         maxRequestBytes = try r.int("max_request_bytes", maxRequestBytes, 256...(1 << 20), unit: "bytes")
         maxRequestsPerSecond = try r.int("max_requests_per_second", maxRequestsPerSecond, 1...10_000)
+        let evictAfter = try r.int("evict_after_ms", evictLosingAfterMs ?? 0, 0...3_600_000, unit: "ms (0 = never evict)")
+        evictLosingAfterMs = evictAfter == 0 ? nil : evictAfter
     }
 }
 
@@ -129,12 +141,25 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         var disconnectedTotal = 0
         var protocolErrors = 0
         var floodDisconnects = 0
+        var evicted = 0
+        var refused = 0
+        var acceptPauses = 0
     }
     // Running totals kept by the I/O thread.
     private var droppedTotalIO = 0
     private var disconnectedTotalIO = 0
     private var protocolErrorsIO = 0
     private var floodDisconnectsIO = 0
+    private var evictedIO = 0
+    private var refusedIO = 0
+    private var acceptPausesIO = 0
+    /// While non-zero, the listening socket is left out of poll until then (out of descriptors).
+    private var acceptPausedUntilNs: UInt64 = 0
+    private var refusedLog: LogRateLimiter
+    private var acceptFailureLog: LogRateLimiter
+    private var protocolRuleLog: LogRateLimiter
+    /// The socket file this publisher created (device, inode): `stop` removes only that file.
+    private var boundNode: (dev: UInt64, ino: UInt64)?
 
     final class Subscriber {
         let id: Int
@@ -155,6 +180,13 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         var requests = 0
         var closeReason: String?
         let connectedNs: UInt64
+        /// Since when the subscriber has been losing records without catching up (0 = it is not).
+        var losingSinceNs: UInt64 = 0
+        /// Being disconnected (evicted): what it has buffered, ending with the error line, is still
+        /// sent until `lingerUntilNs`; it gets nothing new and no longer counts toward the limit.
+        var lingerReason: String?
+        var lingerUntilNs: UInt64 = 0
+        var isActive: Bool { closeReason == nil && lingerReason == nil }
 
         init(id: Int, fd: Int32, capacity: Int, maxRequest: Int, tokens: Double) {
             self.id = id
@@ -179,6 +211,10 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         selected = .allocate(capacity: 1 << 16)
         selected.initialize(repeating: 0)
         last = .allocate(byteCount: 64 * 1024, alignment: 8)
+        let interval = UInt64(max(0, options.warningIntervalMs)) * 1_000_000
+        refusedLog = LogRateLimiter(intervalNs: interval)
+        acceptFailureLog = LogRateLimiter(intervalNs: interval)
+        protocolRuleLog = LogRateLimiter(intervalNs: interval)
     }
 
     deinit {
@@ -225,6 +261,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             umask(old)
             if rc != 0 { throw SystemCallError("bind(\(path))", errno: bindErrno) }
             try syscall("chmod(\(path))") { chmod(path, options.mode) }
+            var bound = stat()
+            try syscall("lstat(\(path))") { lstat(path, &bound) }
+            boundNode = (UInt64(bound.st_dev), UInt64(bound.st_ino))
             try syscall("listen(\(path))") { listen(listenFD, 64) }
             var pair: (Int32, Int32) = (-1, -1)
             try withUnsafeMutableBytes(of: &pair) { raw in
@@ -316,6 +355,12 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     /// Malformed or rejected requests answered with an error line.
     public var protocolErrors: Int { snapshot.withLock { $0.protocolErrors } }
     public var floodDisconnects: Int { snapshot.withLock { $0.floodDisconnects } }
+    /// Subscribers disconnected to make room at the limit (`evicted`).
+    public var evictedTotal: Int { snapshot.withLock { $0.evicted } }
+    /// Clients refused at the limit (`too_many_subscribers`).
+    public var refusedTotal: Int { snapshot.withLock { $0.refused } }
+    /// Times accepting paused because the process ran out of file descriptors.
+    public var acceptPauses: Int { snapshot.withLock { $0.acceptPauses } }
     public var publishedCount: Int { published.load(ordering: .relaxed) }
     public var subscriberStats: [SubscriberStats] { snapshot.withLock { $0.subscribers } }
 
@@ -344,7 +389,17 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         listenFD = -1
         wakeFD = -1
         wakeReadFD = -1
-        unlink(options.path)
+        // Remove the socket file only if it is still the one bound here: another daemon may have
+        // bound the path since (after someone removed ours), and its socket is not ours to delete.
+        var st = stat()
+        if let node = boundNode, lstat(options.path, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK,
+           UInt64(st.st_dev) == node.dev, UInt64(st.st_ino) == node.ino {
+            unlink(options.path)
+        } else {
+            logger.notice("socket file left in place: the path no longer is the socket this daemon created",
+                          metadata: ["socket.path": "\(options.path)"])
+        }
+        boundNode = nil
         logger.info("socket closed", metadata: ["socket.path": "\(options.path)", "socket.dropped": "\(droppedTotalIO)"])
     }
 
@@ -357,15 +412,25 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         defer { scratch.deallocate() }
         while !stopping.load(ordering: .relaxed) {
             fds.removeAll(keepingCapacity: true)
-            fds.append(pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0))
+            var timeoutMs: Int32 = 500
+            if acceptPausedUntilNs != 0 {
+                let now = Clock.monotonicNs()
+                if now >= acceptPausedUntilNs {
+                    acceptPausedUntilNs = 0
+                } else {
+                    timeoutMs = Int32(clamping: min(UInt64(500), (acceptPausedUntilNs - now) / 1_000_000 + 1))
+                }
+            }
+            // A negative fd is ignored by poll: while accepting is paused the backlog waits.
+            fds.append(pollfd(fd: acceptPausedUntilNs == 0 ? listenFD : -1, events: Int16(POLLIN), revents: 0))
             fds.append(pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0))
             for sub in subscribers {
-                var ev = Int16(POLLIN)
+                var ev = sub.lingerReason == nil ? Int16(POLLIN) : 0
                 if !sub.ring.isEmpty { ev |= Int16(POLLOUT) }
                 fds.append(pollfd(fd: sub.fd, events: ev, revents: 0))
             }
             let polled = subscribers.count
-            let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 500) }
+            let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), timeoutMs) }
             if n < 0 {
                 if errno == EINTR { continue }
                 logger.error("poll failed; the socket stops serving subscribers", metadata: ["error": "\(String(cString: strerror(errno)))"])
@@ -407,6 +472,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             s.disconnectedTotal = disconnectedTotalIO
             s.protocolErrors = protocolErrorsIO
             s.floodDisconnects = floodDisconnectsIO
+            s.evicted = evictedIO
+            s.refused = refusedIO
+            s.acceptPauses = acceptPausesIO
         }
     }
 
@@ -427,10 +495,12 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             entries = j.appended
         }
         if lost > 0 {
-            for sub in subscribers where sub.closeReason == nil {
+            let now = Clock.monotonicNs()
+            for sub in subscribers where sub.isActive {
                 sub.dropped += lost
                 sub.pendingDropped += lost
                 droppedTotalIO += lost
+                if sub.losingSinceNs == 0 { sub.losingSinceNs = now }
             }
         }
         var off = 0
@@ -478,7 +548,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             UnsafeMutableRawBufferPointer(rebasing: last[0..<e.json.count]).copyMemory(from: e.json)
             lastCount = e.json.count
         }
-        for sub in subscribers where sub.closeReason == nil {
+        for sub in subscribers where sub.isActive {
             deliver(e, to: sub)
         }
     }
@@ -505,16 +575,17 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             }
             sub.matched += 1
             if f.everyN > 1 && (sub.matched - 1) % f.everyN != 0 { sub.filtered += 1; return }
-            if let hz = f.maxRateHz {
-                let interval = UInt64(1e9 / hz)
+            if let interval = f.maxRateIntervalNs {
+                // The interval comes from a checked conversion (SubscriptionFilter.maxRateRange) and
+                // the sums saturate: a client's request must never trap the I/O thread (issue 11 F1).
                 let t = e.captureNs
                 // A frame up to 5 % of the interval early still counts as on time (frame clocks
                 // jitter); the average rate stays at most max_rate_hz because `next` advances by
                 // whole intervals.
-                if sub.rated && t &+ interval / 20 < sub.nextAllowedNs { sub.filtered += 1; return }
+                if sub.rated && Self.saturatingAdd(t, interval / 20) < sub.nextAllowedNs { sub.filtered += 1; return }
                 // Keep the average rate even when frames do not land exactly on the interval.
                 let onSchedule = sub.rated && (t < sub.nextAllowedNs || t - sub.nextAllowedNs < interval)
-                sub.nextAllowedNs = onSchedule ? sub.nextAllowedNs + interval : t + interval
+                sub.nextAllowedNs = Self.saturatingAdd(onSchedule ? sub.nextAllowedNs : t, interval)
                 sub.rated = true
             }
             if cut {
@@ -541,6 +612,11 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         sub.delivered += 1
     }
 
+    static func saturatingAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        let (sum, overflow) = a.addingReportingOverflow(b)
+        return overflow ? UInt64.max : sum
+    }
+
     static func contains(_ sorted: [Int], _ x: Int) -> Bool {
         var lo = 0, hi = sorted.count
         while lo < hi {
@@ -563,12 +639,14 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             if sub.ring.free >= notice.count + length {
                 _ = sub.ring.append(notice.bytes)
                 sub.pendingDropped = 0
+                sub.losingSinceNs = 0  // caught up
             }
         }
         if sub.pendingDropped == 0 && sub.ring.free >= length { return true }
         sub.dropped += 1
         sub.pendingDropped += 1
         droppedTotalIO += 1
+        if sub.losingSinceNs == 0 { sub.losingSinceNs = Clock.monotonicNs() }
         return false
     }
 
@@ -583,19 +661,36 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         while true {
             let fd = accept(listenFD, nil, nil)
             if fd < 0 {
-                if errno == EINTR { continue }
+                let e = errno
+                if e == EINTR { continue }
+                if e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM {
+                    // The connection stays in the backlog, so poll would report it again at once:
+                    // a busy loop (issue 11 F9). Leave the listening socket out of poll until a
+                    // subscriber leaves or the backoff ends.
+                    acceptPausedUntilNs = Clock.monotonicNs() + UInt64(max(1, options.acceptBackoffMs)) * 1_000_000
+                    acceptPausesIO += 1
+                    if let suppressed = acceptFailureLog.admit() {
+                        logger.warning("cannot accept subscribers: \(String(cString: strerror(e))); new connections wait (raise the open-files limit, LimitNOFILE=, or lower publish.max_subscribers)",
+                                       metadata: ["socket.backoff_ms": "\(options.acceptBackoffMs)", "socket.subscribers": "\(subscribers.count)",
+                                                  "log.suppressed": "\(suppressed)"])
+                    }
+                }
                 return  // EAGAIN: none left
             }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             var sndbuf = options.kernelSendBufferBytes
             _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, socklen_t(MemoryLayout<Int32>.size))
-            if subscribers.count >= options.maxSubscribers {
+            if activeSubscribers >= options.maxSubscribers && !evictLongestLosing() {
+                refusedIO += 1
                 let msg = ProtocolError(.tooManySubscribers, "too many subscribers (max \(options.maxSubscribers)); raise publish.max_subscribers",
                                         disconnect: true).encode()
                 _ = msg.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 close(fd)
-                logger.warning("subscriber refused: limit reached", metadata: ["socket.max_subscribers": "\(options.maxSubscribers)"])
+                if let suppressed = refusedLog.admit() {
+                    logger.warning("subscriber refused: limit reached", metadata: ["socket.max_subscribers": "\(options.maxSubscribers)",
+                                                                                  "log.suppressed": "\(suppressed)"])
+                }
                 continue
             }
             let id = nextID
@@ -605,12 +700,42 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             let hello = currentContext.hello.encode()
             hello.withUnsafeBytes { _ = sub.ring.append($0) }
             subscribers.append(sub)
-            logger.info("subscriber connected", metadata: ["subscriber.id": "\(id)"])
+            logger.debug("subscriber connected", metadata: ["subscriber.id": "\(id)"])
         }
+    }
+
+    private var activeSubscribers: Int {
+        var n = 0
+        for sub in subscribers where sub.isActive { n += 1 }
+        return n
+    }
+
+    /// At the limit: disconnects the subscriber that has been losing records continuously for
+    /// longest (at least `evictLosingAfterMs`), telling it why. Returns whether one was evicted.
+    private func evictLongestLosing() -> Bool {
+        guard let afterMs = options.evictLosingAfterMs else { return false }
+        let now = Clock.monotonicNs()
+        let minimumNs = UInt64(max(0, afterMs)) * 1_000_000
+        var victim: Subscriber?
+        for sub in subscribers where sub.isActive && sub.losingSinceNs != 0 && now - sub.losingSinceNs >= minimumNs {
+            if victim == nil || sub.losingSinceNs < victim!.losingSinceNs { victim = sub }
+        }
+        guard let victim else { return false }
+        let seconds = Double(now - victim.losingSinceNs) / 1e9
+        evictedIO += 1
+        disconnect(victim, ProtocolError(.evicted, "the subscriber limit (publish.max_subscribers = \(options.maxSubscribers)) was reached and this connection had been losing records for \(Int(seconds.rounded())) s without catching up; it was disconnected to make room. Read faster, or subscribe to fewer records (every_n, max_rate_hz)",
+                                         disconnect: true), reason: "evicted: losing records for \(Int(seconds.rounded())) s at the subscriber limit",
+                   lingerMs: 2000)
+        return true
     }
 
     private func service(_ sub: Subscriber, revents: Int16, scratch: UnsafeMutableRawBufferPointer) {
         guard sub.closeReason == nil else { return }
+        if let reason = sub.lingerReason {
+            if revents & Int16(POLLOUT) != 0, let why = drain(sub) { sub.closeReason = why; return }
+            if revents & Int16(POLLERR | POLLHUP | POLLNVAL) != 0 { sub.closeReason = reason }
+            return
+        }
         if revents & Int16(POLLIN) != 0 {
             var budget = 64 * 1024  // per wake-up, so one chatty client cannot starve the others
             while budget > 0 && sub.closeReason == nil {
@@ -714,15 +839,27 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         }
     }
 
-    /// Sends `error` after what is buffered (best effort) and closes the connection.
-    private func disconnect(_ sub: Subscriber, _ error: ProtocolError, reason: String) {
+    /// Sends `error` after what is buffered (best effort) and closes the connection. With
+    /// `lingerMs`, what does not go out at once is still sent for that long (a slow reader being
+    /// evicted still gets its whole records and the reason), then the connection closes.
+    private func disconnect(_ sub: Subscriber, _ error: ProtocolError, reason: String, lingerMs: Int = 0) {
         _ = drain(sub)
         let bytes = error.encode()
         bytes.withUnsafeBytes { raw in
-            if sub.ring.free < raw.count { sub.ring.consume(sub.ring.count) }
-            _ = sub.ring.append(raw)
+            // Make room by dropping the newest whole records (never the oldest, which may be half
+            // sent): the error line must not be glued to a torn record.
+            if sub.ring.dropNewestLines(toFit: raw.count) { _ = sub.ring.append(raw) }
         }
         _ = drain(sub)
+        if lingerMs > 0 && !sub.ring.isEmpty {
+            sub.lingerReason = reason
+            sub.lingerUntilNs = Clock.monotonicNs() + UInt64(lingerMs) * 1_000_000
+            if let suppressed = protocolRuleLog.admit() {
+                logger.notice("subscriber disconnected by protocol rule", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(reason)",
+                                                                                    "log.suppressed": "\(suppressed)"])
+            }
+            return
+        }
         // Read what the client already sent, so closing does not reset the connection before it
         // can read the error (a socket closed with unread input resets its peer).
         var discard: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
@@ -732,7 +869,10 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         }
         shutdown(sub.fd, Int32(SHUT_WR))
         sub.closeReason = reason
-        logger.notice("subscriber disconnected by protocol rule", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(reason)"])
+        if let suppressed = protocolRuleLog.admit() {
+            logger.notice("subscriber disconnected by protocol rule", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(reason)",
+                                                                                "log.suppressed": "\(suppressed)"])
+        }
     }
 
     /// Writes as much of `sub`'s buffer as the socket takes. Returns a reason to disconnect, or nil.
@@ -752,15 +892,23 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         for sub in subscribers where sub.closeReason == nil && !sub.ring.isEmpty {
             if let why = drain(sub) { sub.closeReason = why }
         }
+        // Evicted subscribers close once their last line is out, or when their time is up.
+        let now = Clock.monotonicNs()
+        for sub in subscribers where sub.closeReason == nil {
+            guard let reason = sub.lingerReason, sub.ring.isEmpty || now >= sub.lingerUntilNs else { continue }
+            shutdown(sub.fd, Int32(SHUT_WR))
+            sub.closeReason = reason
+        }
     }
 
     private func reapClosed() {
         guard subscribers.contains(where: { $0.closeReason != nil }) else { return }
+        acceptPausedUntilNs = 0  // descriptors are freed: accepting may work again
         for sub in subscribers {
             guard let why = sub.closeReason else { continue }
             close(sub.fd)
             disconnectedTotalIO += 1
-            logger.info("subscriber disconnected", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(why)",
+            logger.debug("subscriber disconnected", metadata: ["subscriber.id": "\(sub.id)", "reason": "\(why)",
                                                               "subscriber.delivered": "\(sub.delivered)", "subscriber.dropped": "\(sub.dropped)"])
         }
         subscribers.removeAll { $0.closeReason != nil }

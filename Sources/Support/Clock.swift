@@ -26,16 +26,23 @@ public enum Console {
     public static func out(_ s: String) { write(fd: STDOUT_FILENO, s) }
     public static func err(_ s: String) { write(fd: STDERR_FILENO, s) }
 
-    static func write(fd: Int32, _ s: String) {
+    /// Writes `s` to stdout; false when stdout is gone (EPIPE: the reader closed the pipe, with
+    /// SIGPIPE ignored) or failed, so the caller can stop writing there.
+    @discardableResult
+    public static func tryOut(_ s: String) -> Bool { write(fd: STDOUT_FILENO, s) }
+
+    @discardableResult
+    static func write(fd: Int32, _ s: String) -> Bool {
         var s = s
-        s.withUTF8 { p in
+        return s.withUTF8 { p -> Bool in
             var off = 0
             while off < p.count {
                 let n = Glibc.write(fd, p.baseAddress! + off, p.count - off)
                 if n < 0 && errno == EINTR { continue }
-                if n <= 0 { return }
+                if n <= 0 { return false }
                 off += n
             }
+            return true
         }
     }
 }

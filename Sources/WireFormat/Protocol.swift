@@ -64,6 +64,8 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
         case flood = "flood"
         case tooManySubscribers = "too_many_subscribers"
         case unavailable = "unavailable"
+        /// Disconnected to make room at the subscriber limit: it had been losing records longest.
+        case evicted = "evicted"
     }
 
     public var code: Code
@@ -161,6 +163,17 @@ public struct SubscriptionFilter: Equatable, Sendable {
 
     public init() {}
 
+    /// Accepted `max_rate_hz`: one record per 1000 s up to a million per second.
+    public static let maxRateRange: ClosedRange<Double> = 0.001...1_000_000
+    /// Accepted `every_n` and `top_k` (whole numbers; `top_k` is then capped at the daemon's).
+    public static let countRange: ClosedRange<Int> = 1...1_000_000
+
+    /// Nanoseconds between records for `max_rate_hz` (the range keeps it well inside UInt64).
+    public var maxRateIntervalNs: UInt64? {
+        guard let hz = maxRateHz, hz >= Self.maxRateRange.lowerBound else { return nil }
+        return UInt64(exactly: (1e9 / hz).rounded()) ?? UInt64.max
+    }
+
     public static let knownKeys = ["classes", "classifications", "events", "every_n", "labels", "max_rate_hz", "min_score", "top_k"]
     public static let eventNames = ["change", "camera"]
 
@@ -174,8 +187,10 @@ public struct SubscriptionFilter: Equatable, Sendable {
                                 request: "subscribe")
         }
         func integer(_ key: String, _ v: JSONValue) throws(ProtocolError) -> Int {
-            guard case .number(let d) = v, d == d.rounded(), abs(d) < 1e15 else { throw bad(key, "expected an integer, got \(v.kindName == "a number" ? "a fraction" : v.kindName)") }
-            return Int(d)
+            guard case .number(let d) = v, d == d.rounded(), abs(d) < 1e15, let i = Int(exactly: d) else {
+                throw bad(key, "expected an integer, got \(v.kindName == "a number" ? "a fraction or a number too large" : v.kindName)")
+            }
+            return i
         }
         let labelCount = vocabulary?.labels.count ?? Int.max
         var classSet = Set<Int>()
@@ -204,14 +219,18 @@ public struct SubscriptionFilter: Equatable, Sendable {
                 }
             case "top_k":
                 let k = try integer(key, v)
-                guard k >= 1 else { throw bad(key, "expected at least 1") }
+                guard Self.countRange.contains(k) else { throw bad(key, "expected an integer from 1 to \(Self.countRange.upperBound)") }
                 topK = min(k, max(1, maxTopK))
             case "every_n":
                 let n = try integer(key, v)
-                guard n >= 1 else { throw bad(key, "expected at least 1") }
+                guard Self.countRange.contains(n) else { throw bad(key, "expected an integer from 1 to \(Self.countRange.upperBound)") }
                 everyN = n
             case "max_rate_hz":
-                guard case .number(let d) = v, d > 0, d <= 1_000_000 else { throw bad(key, "expected a positive number of records per second") }
+                // The publisher turns the rate into a whole-nanosecond interval (1e9 / rate): a rate
+                // that tiny would overflow it (issue 11 F1), so the range is bounded at both ends.
+                let range = "a number of records per second from 0.001 to 1000000"
+                guard case .number(let d) = v else { throw bad(key, "expected \(range), got \(v.kindName)") }
+                guard Self.maxRateRange.contains(d) else { throw bad(key, "expected \(range), got \(d)") }
                 maxRateHz = d
             case "events":
                 guard case .array(let items) = v else { throw bad(key, "expected an array of event types (change, camera)") }

@@ -72,6 +72,9 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A closed pipe (stdout of `--print | head`, stderr to a reader that left, a stray
+        // `kill -PIPE`) must not end the daemon: writes fail with EPIPE instead (issue 11 F8).
+        signal(SIGPIPE, SIG_IGN)
         // Journal-friendly stderr under systemd (priority prefixes, no timestamps); the level is
         // the configured one once the configuration is read, and a reload may change it.
         let style = DaemonLogging.bootstrap(level: .info)
@@ -92,7 +95,12 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
         let logger = Logger(label: "camclassd")
         var observer: (@Sendable (ClassificationResult, LabelSet) -> Void)?
         if print {
-            observer = ConsoleLine.observer { line in Console.out(line.text + "\n") }
+            // A closed stdout ends the printed lines, not the daemon.
+            let stdoutGone = AtomicFlag()
+            observer = ConsoleLine.observer { line in
+                guard !stdoutGone.isSet else { return }
+                if !Console.tryOut(line.text + "\n") { stdoutGone.set() }
+            }
         }
         do {
             // Model loading and compilation block for seconds: keep them off the cooperative pool.

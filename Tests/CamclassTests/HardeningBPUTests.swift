@@ -1,3 +1,5 @@
+import Client
+import WireFormat
 import Foundation
 import ImageOps
 import Inference

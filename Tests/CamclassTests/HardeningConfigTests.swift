@@ -1,3 +1,4 @@
+import Client
 import CamclassDaemon
 import Foundation
 import Support

@@ -1,3 +1,5 @@
+import Client
+import WireFormat
 import CTurboJPEG
 import Capture
 import Foundation

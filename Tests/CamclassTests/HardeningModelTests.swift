@@ -1,4 +1,6 @@
 @testable import CamclassDaemon
+import Client
+import WireFormat
 import Foundation
 import Glibc
 import Inference

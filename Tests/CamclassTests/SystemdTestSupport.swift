@@ -23,7 +23,8 @@ final class DaemonProcess: @unchecked Sendable {
     /// - Parameters:
     ///   - environment: added to the test's environment (CAMCLASSD_OPENVINO_LIB is passed on).
     ///   - stderrFD: when given, the child's stderr (for the journal-stream test); else a file.
-    init(arguments: [String], environment: [String: String] = [:], dir: String, stderrHandle: FileHandle? = nil) throws {
+    init(arguments: [String], environment: [String: String] = [:], dir: String, stderrHandle: FileHandle? = nil,
+         stdoutHandle: FileHandle? = nil) throws {
         self.dir = dir
         stderrPath = dir + "/stderr-\(UUID().uuidString.prefix(6)).txt"
         process.executableURL = URL(fileURLWithPath: try Self.binary())
@@ -35,7 +36,7 @@ final class DaemonProcess: @unchecked Sendable {
         process.environment = env
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.standardError = stderrHandle ?? FileHandle(forWritingAtPath: stderrPath)
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = stdoutHandle ?? FileHandle.nullDevice
         try process.run()
     }
 

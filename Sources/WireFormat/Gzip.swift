@@ -1,4 +1,3 @@
-import WireFormat
 import CZlib
 import Glibc
 import Support
@@ -16,11 +15,18 @@ public enum Gzip {
     /// - Throws: `Failure` naming the file and the error (e.g. no space left on the device).
     public static func compress(file source: String, to destination: String, level: Int32 = Z_DEFAULT_COMPRESSION,
                                 write: (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }) throws(Failure) {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
+        let input = open(source, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard input >= 0 else { throw Failure(message: "gzip: cannot open '\(source)': \(String(cString: strerror(errno)))") }
         defer { close(input) }
         let tmp = destination + ".tmp"
-        let output = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+        // O_EXCL | O_NOFOLLOW: never write through something already at the temporary name (a
+        // symbolic link there would otherwise get the compressed data). A leftover from a crash,
+        // or a planted link, is removed (unlink removes the link, not its target) and created anew.
+        var output = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        if output < 0 && errno == EEXIST {
+            unlink(tmp)
+            output = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        }
         guard output >= 0 else { throw Failure(message: "gzip: cannot create '\(tmp)': \(String(cString: strerror(errno)))") }
         var ok = false
         defer {
