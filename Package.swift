@@ -23,6 +23,7 @@ let package = Package(
         .systemLibrary(name: "CYUV", providers: [.apt(["libyuv-dev"])]),
         .systemLibrary(name: "CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         // C: run-time loaded inference libraries (dlopen), so the build needs neither.
         .target(name: "COpenVINO", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CHBDNN", linkerSettings: [.linkedLibrary("dl")]),
@@ -38,6 +39,10 @@ let package = Package(
             "Yams",
         ]),
         .target(name: "Publishing", dependencies: ["Support", "CZlib", .product(name: "Logging", package: "swift-log")]),
+        // The MQTT bridge (`camclass mqtt`, `camclass fleet`): a client of the daemon's socket.
+        .target(name: "MQTTBridge", dependencies: [
+            "CMosquitto", "Publishing", "Support", "Yams", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Pipeline", dependencies: [
             "Capture", "ImageOps", "Inference", "Publishing", "Support",
             .product(name: "Logging", package: "swift-log"),
@@ -54,13 +59,14 @@ let package = Package(
             "CamclassDaemon", "Inference", "Publishing", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Several files with an @main in main.swift: parsed as a library (no top-level code).
         .executableTarget(name: "camclass", dependencies: [
-            "CamclassDaemon", "Inference", "Publishing", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "CamclassDaemon", "Inference", "MQTTBridge", "Publishing", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
 
         .testTarget(name: "CamclassTests", dependencies: [
-            "CamclassDaemon", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "Support",
+            "CamclassDaemon", "Capture", "ImageOps", "Inference", "MQTTBridge", "Pipeline", "Publishing", "Support",
             "CTurboJPEG", "CYUV",
             .product(name: "Logging", package: "swift-log"),
         ]),
