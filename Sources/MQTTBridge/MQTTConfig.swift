@@ -376,6 +376,12 @@ public struct BrokerURL: Sendable, Equatable, CustomStringConvertible {
 
     public struct Invalid: Error { public let reason: String }
 
+    public init(tls: Bool, host: String, port: Int) {
+        self.tls = tls
+        self.host = host
+        self.port = port
+    }
+
     public static func parse(_ s: String) throws(Invalid) -> BrokerURL {
         let tls: Bool
         var rest: Substring
@@ -412,6 +418,11 @@ public struct BrokerURL: Sendable, Equatable, CustomStringConvertible {
 public struct Credentials: Sendable, Equatable {
     public var username: String
     public var password: String?
+
+    public init(username: String, password: String?) {
+        self.username = username
+        self.password = password
+    }
 
     /// Reads the password (`auth.password_file`, else `$CREDENTIALS_DIRECTORY/mqtt-password`)
     /// and refuses plain TCP with a password unless `auth.allow_insecure`.
