@@ -43,9 +43,15 @@ import Testing
             let top = m.json?["top"] as? [[String: Any]] ?? []
             #expect(!top.isEmpty && top.allSatisfy { (281...285).contains($0["class"] as? Int ?? -1) && ($0["score"] as? Double ?? 0) >= 0.05 }, "\(m)")
         }
-        // … at most 2 per second of capture time (5 % early allowed by the daemon's rate limit).
+        // … at most 2 per second of capture time on average over any stretch (the daemon's rate
+        // limit lets a record follow early when the previous one came late, docs/protocol.md).
         let captures = cls.compactMap { $0.json?["capture_ns"] as? Int }
-        for (a, b) in zip(captures, captures.dropFirst()) { #expect(b - a >= 475_000_000, "records \((b - a) / 1_000_000) ms apart at max_rate_hz 2") }
+        #expect(captures.count == cls.count)
+        for i in captures.indices { for j in captures.indices where j > i {
+            let seconds = Double(captures[j] - captures[i]) / 1e9
+            #expect(Double(j - i) <= 2 * 1.05 * seconds + 1, "\(j - i + 1) records within \(seconds) s at max_rate_hz 2")
+        } }
+        #expect(Double(captures.count - 1) / (Double(captures.last! - captures.first!) / 1e9) <= 2.1)
         let changes = sub.messages("/change")
         #expect(changes.allSatisfy { $0.topic == "camclass/r1/alternating/change" && $0.qos == 1 && !$0.retained && $0.json?["type"] as? String == "change" }, "\(changes.prefix(3))")
         let status = sub.messages("camclass/r1/status")
@@ -228,7 +234,8 @@ import Testing
         if let first = missing.first, let i = spanS.firstIndex(of: first) {
             #expect(Array(spanS[i..<min(spanS.count, i + missing.count)]) == missing, "not one contiguous run: \(missing) in \(spanS)")
         }
-        #expect(Set(duringOutage.suffix(2)).isSubset(of: Set(rs)), "the newest outage changes \(duringOutage.suffix(2)) must be kept: \(rs)")
+        // At least every outage change but the 2 newest was dropped (more arrive until the reconnect).
+        #expect(counted >= duringOutage.count - 2, "counted \(counted), outage changes \(duringOutage.count)")
     }
 
     /// SIGKILL: no clean DISCONNECT, so the broker publishes the retained Last Will `offline`.
@@ -312,5 +319,12 @@ import Testing
         #expect(times.count == 3 && times[2] - times[1] > times[1] - times[0], "\(times)")
         #expect(bridge.isRunning, "no crash")
         #expect(await bridge.stop() == 0, "\(bridge.stderr)")
+    }
+
+    /// systemd/camclass-mqtt.service: verifies, exposure ≤ 2.5, own user in group camclassd, network.
+    @Test func bridgeUnitVerifiesAndScoresAtMost2_5() async throws {
+        let (status, out) = try await PackagingTests.run(["bash", "Tests/systemd/check-unit.sh", "--mqtt", try StatusTests.camclassBinary()])
+        #expect(status == 0 && out.split(separator: "\n").last == "4 passed, 0 failed", "\(out)")
+        print(out)
     }
 }

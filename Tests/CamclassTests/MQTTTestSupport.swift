@@ -1,7 +1,23 @@
 import Foundation
 import Glibc
 import Support
+import Synchronization
 import Testing
+
+/// Starts `p` from a thread with no blocked signals. A child inherits the signal mask of the
+/// thread that spawns it, and Swift's cooperative threads block SIGTERM and SIGINT: mosquitto and
+/// mosquitto_sub spawned from a test would ignore SIGTERM forever.
+func runUnmasked(_ p: Process) throws {
+    let box = Mutex<Error?>(nil)
+    let t = DedicatedThread(name: "spawn") {
+        var none = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, nil)
+        do { try p.run() } catch { box.withLock { $0 = error } }
+    }
+    t.join()
+    if let e = box.withLock({ $0 }) { throw e }
+}
 
 /// A real mosquitto broker on a loopback port, with a generated config (optionally TLS with
 /// certificates made by openssl here, a password file, persistence). Fails — never skips — when
@@ -60,7 +76,7 @@ final class TestBroker: @unchecked Sendable {
         h.seekToEndOfFile()
         p.standardError = h
         p.standardOutput = h
-        try p.run()
+        try runUnmasked(p)
         process = p
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
@@ -76,6 +92,12 @@ final class TestBroker: @unchecked Sendable {
     func stop(_ signal: Int32 = SIGTERM) {
         guard let p = process, p.isRunning else { return }
         kill(p.processIdentifier, signal)
+        let deadline = Date().addingTimeInterval(10)
+        while p.isRunning && Date() < deadline { usleep(10_000) }
+        if p.isRunning {
+            Issue.record("mosquitto ignored signal \(signal) for 10 s: killed")
+            kill(p.processIdentifier, SIGKILL)
+        }
         p.waitUntilExit()
         process = nil
     }
@@ -170,7 +192,7 @@ final class TestSubscriber: @unchecked Sendable {
         process.arguments = args
         process.standardOutput = FileHandle(forWritingAtPath: outPath)
         process.standardError = FileHandle(forWritingAtPath: errPath)
-        try process.run()
+        try runUnmasked(process)
     }
 
     var messages: [SubMessage] {
@@ -186,8 +208,10 @@ final class TestSubscriber: @unchecked Sendable {
 
     var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
 
+    /// SIGKILL: mosquitto_sub keeps the signal mask it was spawned with, and processes started from
+    /// Swift's cooperative threads inherit one that blocks SIGTERM and SIGINT.
     func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGTERM); process.waitUntilExit() }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
     }
 
     deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
@@ -225,7 +249,7 @@ final class BridgeProcess: @unchecked Sendable {
         process.environment = env
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        try runUnmasked(process)
     }
 
     var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
