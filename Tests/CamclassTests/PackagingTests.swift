@@ -82,7 +82,7 @@ import Testing
         let (_, field) = try await Self.run(["dpkg-deb", "-f", deb, "Package"])
         #expect(field.trimmingCharacters(in: .whitespacesAndNewlines) == "camclassd")
         let (_, cf) = try await Self.run(["sh", "-c", "dpkg-deb --ctrl-tarfile '\(deb)' | tar -xO ./conffiles"])
-        #expect(cf.trimmingCharacters(in: .whitespacesAndNewlines) == "/etc/camclassd/camclassd.yaml")
+        #expect(Set(cf.split(separator: "\n").map(String.init)) == ["/etc/camclassd/camclassd.yaml", "/etc/camclassd/mqtt.yaml"], "\(cf)")
 
         // Install into a scratch root (maintainer scripts run chrootless with DPKG_ROOT set: no user
         // is created, nothing is started, the unit is enabled inside the root), then purge.

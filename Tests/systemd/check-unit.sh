@@ -3,12 +3,18 @@
 # `systemd-analyze security --offline=true` rates the exposure at most MAX_EXPOSURE (2.0, "OK"),
 # for the unit alone (BPU) and with the OpenVINO drop-in.
 #   Tests/systemd/check-unit.sh [CAMCLASSD_BINARY]
+#   Tests/systemd/check-unit.sh --mqtt [CAMCLASS_BINARY]
 # The binary stands in for /usr/bin/camclassd (verify checks that ExecStart is executable).
+# --mqtt checks systemd/camclass-mqtt.service instead (the MQTT bridge, `camclass mqtt`): verify,
+# exposure at most MQTT_MAX_EXPOSURE (2.5: it needs the network), and its own user in group camclassd.
 # Fails — never skips — when systemd-analyze is missing (`apt-get install systemd`).
 # Last line: "N passed, M failed".
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+mqtt=no
+if [ "${1:-}" = --mqtt ]; then mqtt=yes; shift; fi
 binary=${1:-$repo/.build/debug/camclassd}
+[ $mqtt = yes ] && binary=${1:-$repo/.build/debug/camclass}
 max=${MAX_EXPOSURE:-2.0}
 passed=0 failed=0
 pass() { echo "PASS $*"; passed=$((passed + 1)); }
@@ -20,7 +26,29 @@ if ! command -v systemd-analyze >/dev/null; then
     finish
 fi
 if [ ! -x "$binary" ]; then
-    fail "camclassd binary '$binary' not found: swift build --product camclassd"
+    fail "binary '$binary' not found: swift build --product $([ $mqtt = yes ] && echo camclass || echo camclassd)"
+    finish
+fi
+
+if [ $mqtt = yes ]; then
+    max=${MQTT_MAX_EXPOSURE:-2.5}
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    unit=$tmp/camclass-mqtt.service
+    sed "s|^ExecStart=/usr/bin/camclass |ExecStart=$binary |" "$repo/systemd/camclass-mqtt.service" > "$unit"
+    out=$(systemd-analyze verify --man=no "$unit" 2>&1); rc=$?
+    if [ $rc = 0 ] && [ -z "$out" ]; then pass "systemd-analyze verify (camclass-mqtt)"; else fail "systemd-analyze verify (camclass-mqtt): rc=$rc $out"; fi
+    s=$(systemd-analyze security --offline=true "$unit" 2>&1 | sed -n 's/.*Overall exposure level for camclass-mqtt.service: \([0-9.]*\).*/\1/p')
+    if [ -z "$s" ]; then fail "security score (camclass-mqtt): no score in systemd-analyze's output"
+    elif awk -v s="$s" -v m="$max" 'BEGIN { exit !(s <= m) }'; then pass "security exposure (camclass-mqtt) $s <= $max"
+    else fail "security exposure (camclass-mqtt) $s > $max"; fi
+    # Its own unprivileged user, able to reach the daemon's socket (group camclassd) and the network only.
+    if grep -qx 'DynamicUser=yes' "$unit" && grep -qx 'User=camclass-mqtt' "$unit" && grep -qx 'SupplementaryGroups=camclassd' "$unit"; then
+        pass "own user camclass-mqtt in group camclassd"
+    else fail "camclass-mqtt must run as its own user in group camclassd"; fi
+    if grep -qx 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6' "$unit" && ! grep -q '^PrivateNetwork=yes' "$unit"; then
+        pass "network allowed (AF_UNIX, AF_INET, AF_INET6 only)"
+    else fail "camclass-mqtt needs AF_UNIX AF_INET AF_INET6 and nothing else"; fi
     finish
 fi
 
