@@ -5,6 +5,7 @@
 # make build     release build of camclassd and camclass
 # make run       all of the above, then run the daemon on the sample photos, printing results
 # make test      the whole test suite (unit, integration, BPU stand-in, V4L2 VM)
+# make check     the fast path: unit tests only (no environment, no sudo, no VM; seconds after a build)
 # make test-camera  the V4L2 camera test alone: camclassd against the vivid driver in a qemu VM
 # make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
 # make bench-convert  camera frame conversion + scaling per frame (NV12/YUYV/MJPEG): libyuv vs naive loops
@@ -46,7 +47,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-deps eval eval-photos clean check-config
+.PHONY: check install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -86,6 +87,11 @@ run: deps models build
 
 check-config: build
 	.build/release/camclassd --config config/camclassd.yaml --check-config
+
+# Unit tests: Tests/UnitTests, no environment needed (plain `swift test --filter CamclassUnitTests`).
+check test-unit:
+	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
+	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) --filter CamclassUnitTests
 
 standin:
 	$(MAKE) -C Tests/StandIns all

@@ -97,11 +97,21 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
-        .testTarget(name: "CamclassTests", dependencies: [
-            "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "MQTTBridge", "Pipeline", "Publishing",
-            "WireFormat", "Support", "CTurboJPEG", "CYUV",
+        // Tests: unit tests need no environment (`make check`, or plain `swift test --filter
+        // CamclassUnitTests`); integration tests use real OpenVINO, models, daemons, brokers (`make test`);
+        // both share the test-support library (environment, binaries, subprocesses, waits).
+        .target(name: "CamclassTestSupport", dependencies: ["Support", .product(name: "Logging", package: "swift-log")],
+                path: "Tests/TestSupport"),
+        .testTarget(name: "CamclassUnitTests", dependencies: [
+            "CamclassTestSupport", "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "MQTTBridge",
+            "Pipeline", "Publishing", "WireFormat", "Support", "CTurboJPEG", "CYUV",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], path: "Tests/UnitTests"),
+        .testTarget(name: "CamclassIntegrationTests", dependencies: [
+            "CamclassTestSupport", "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "MQTTBridge",
+            "Pipeline", "Publishing", "WireFormat", "Support", "CTurboJPEG", "CYUV",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/IntegrationTests"),
     ],
     swiftLanguageModes: [.v6]
 )
