@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "CHBDNN", linkerSettings: [.linkedLibrary("dl")]),
 
         // Swift: threads, locks, clocks, the syscall helper, exit statuses, config reading.
-        .target(name: "Support", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "Support", dependencies: [.product(name: "Logging", package: "swift-log"), "Yams"]),
         // The stages.
         .target(name: "ImageOps", dependencies: ["CTurboJPEG", "CYUV", "Support"]),
         .target(name: "Capture", dependencies: [

@@ -53,7 +53,7 @@ public final class MQTTBridge: @unchecked Sendable {
     private let stopRequest = Condition()
     private var stopReason: (reason: String, exitCode: Int32)?
 
-    /// - Throws: `MQTTConfigError` (invalid settings, unreadable or insecure credentials) or
+    /// - Throws: `ConfigError` (invalid settings, unreadable or insecure credentials) or
     ///   `MosquittoError` (TLS files libmosquitto refuses).
     public init(config: MQTTConfig, logger: Logger) throws {
         try config.validate()

@@ -1,142 +1,20 @@
 import Foundation
 import Glibc
 import Support
-import Yams
-
-/// A rejected setting: names the file, the key and the value, and says what is expected.
-public struct MQTTConfigError: Error, CustomStringConvertible, Equatable {
-    public var file: String
-    public var key: String
-    public var value: String
-    public var reason: String
-
-    public init(file: String, key: String, value: String, reason: String) {
-        self.file = file
-        self.key = key
-        self.value = value
-        self.reason = reason
-    }
-
-    public var description: String {
-        key.isEmpty ? "\(file): \(reason)" : "\(file): key '\(key)': value '\(value)': \(reason)"
-    }
-}
-
-/// One key of a section: its name, how a YAML value is checked and stored, and the allowed range
-/// (for errors and `--help`). The default is the section's property initial value.
-public struct Setting<Section>: Sendable {
-    public let key: String
-    /// What is allowed, as the error message says it ("an integer in 1…3600").
-    public let expected: String
-    let apply: @Sendable (Any, inout Section) -> Bool
-
-    /// An integer within `range`.
-    public static func int(_ key: String, _ path: WritableKeyPath<Section, Int> & Sendable, _ range: ClosedRange<Int>) -> Setting {
-        Setting(key: key, expected: "an integer in \(range.lowerBound)…\(range.upperBound)") { v, s in
-            guard let i = Self.integer(v), range.contains(i) else { return false }
-            s[keyPath: path] = i
-            return true
-        }
-    }
-
-    /// A number within `range` (integers accepted).
-    public static func number(_ key: String, _ path: WritableKeyPath<Section, Double> & Sendable, _ range: ClosedRange<Double>) -> Setting {
-        Setting(key: key, expected: "a number in \(range.lowerBound)…\(range.upperBound)") { v, s in
-            let d: Double? = (v as? Double) ?? Self.integer(v).map(Double.init)
-            guard let d, d.isFinite, range.contains(d) else { return false }
-            s[keyPath: path] = d
-            return true
-        }
-    }
-
-    public static func bool(_ key: String, _ path: WritableKeyPath<Section, Bool> & Sendable) -> Setting {
-        Setting(key: key, expected: "true or false") { v, s in
-            guard let b = v as? Bool else { return false }
-            s[keyPath: path] = b
-            return true
-        }
-    }
-
-    /// A string; `check` returns nil when it is acceptable.
-    public static func string(_ key: String, _ path: WritableKeyPath<Section, String> & Sendable, expected: String = "a string",
-                              check: @escaping @Sendable (String) -> Bool = { _ in true }) -> Setting {
-        Setting(key: key, expected: expected) { v, s in
-            guard let str = v as? String, check(str) else { return false }
-            s[keyPath: path] = str
-            return true
-        }
-    }
-
-    /// A list of strings (a single string is a list of one).
-    public static func strings(_ key: String, _ path: WritableKeyPath<Section, [String]> & Sendable, expected: String) -> Setting {
-        Setting(key: key, expected: expected) { v, s in
-            if let one = v as? String, !one.isEmpty { s[keyPath: path] = [one]; return true }
-            guard let list = v as? [Any] else { return false }
-            let strs = list.compactMap { $0 as? String }
-            guard strs.count == list.count, !strs.contains(where: \.isEmpty) else { return false }
-            s[keyPath: path] = strs
-            return true
-        }
-    }
-
-    /// One of an enum's raw values.
-    public static func choice<E: RawRepresentable & CaseIterable & Sendable>(_ key: String, _ path: WritableKeyPath<Section, E> & Sendable) -> Setting
-    where E.RawValue == String {
-        Setting(key: key, expected: "one of " + E.allCases.map(\.rawValue).joined(separator: ", ")) { v, s in
-            let str = (v as? String) ?? Self.integer(v).map(String.init) ?? (v as? Double).map { "\($0)" }
-            guard let str, let e = E(rawValue: str) else { return false }
-            s[keyPath: path] = e
-            return true
-        }
-    }
-
-    /// Integers from YAML (Yams gives Int); a whole Double is not silently truncated elsewhere.
-    static func integer(_ v: Any) -> Int? {
-        if v is Bool { return nil }
-        if let i = v as? Int { return i }
-        if let d = v as? Double, let i = Int(exactly: d) { return i }
-        return nil
-    }
-}
-
-/// A section of mqtt.yaml: its name and its keys. Defaults are the properties' initial values.
-public protocol ConfigSection: Sendable {
-    static var name: String { get }
-    static var settings: [Setting<Self>] { get }
-    init()
-}
-
-extension ConfigSection {
-    /// Applies one YAML mapping over the defaults. Unknown keys and bad values are errors.
-    mutating func apply(_ fields: [String: Any], file: String) throws(MQTTConfigError) {
-        let known = Self.settings
-        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            let name = "\(Self.name).\(key)"
-            guard let s = known.first(where: { $0.key == key }) else {
-                throw MQTTConfigError(file: file, key: name, value: "\(value)",
-                                      reason: "unknown key (known in \(Self.name): \(known.map(\.key).sorted().joined(separator: ", ")))")
-            }
-            if value is NSNull { continue }  // `key:` with no value: the default
-            guard s.apply(value, &self) else {
-                throw MQTTConfigError(file: file, key: name, value: "\(value)", reason: "expected \(s.expected)")
-            }
-        }
-    }
-}
 
 /// Which MQTT version the bridge speaks.
-public enum MQTTProtocolVersion: String, CaseIterable, Sendable {
+public enum MQTTProtocolVersion: String, ConfigEnum {
     case v311 = "3.1.1"
     case v5 = "5"
 }
 
-public enum BridgeLogLevel: String, CaseIterable, Sendable {
+public enum BridgeLogLevel: String, ConfigEnum {
     case trace, debug, info, notice, warning, error, critical
 }
 
 /// `broker:` — where to publish and how to stay connected.
-public struct BrokerSection: ConfigSection, Equatable {
-    public static let name = "broker"
+public struct BrokerSection: ConfigSection {
+    public static let section = "broker"
     /// mqtt://HOST:PORT or mqtts://HOST:PORT (`--broker` overrides).
     public var url = ""
     /// "" = camclass-<robot>.
@@ -148,37 +26,43 @@ public struct BrokerSection: ConfigSection, Equatable {
     /// QoS 1 messages (changes, camera events) kept while the broker is unreachable.
     public var bufferMessages = 1000
     public init() {}
-    public static let settings: [Setting<BrokerSection>] = [
-        .string("url", \.url, expected: "mqtt://HOST:PORT or mqtts://HOST:PORT") { $0.isEmpty || (try? BrokerURL.parse($0)) != nil },
-        .string("client_id", \.clientID, expected: "at most 23 characters of A-Z a-z 0-9 _ - (or empty: camclass-<robot>)") {
-            $0.count <= 23 && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }
-        },
-        .choice("protocol", \.protocolVersion),
-        .int("keepalive_s", \.keepaliveS, 5...3600),
-        .int("backoff_initial_ms", \.backoffInitialMs, 10...60_000),
-        .int("backoff_max_ms", \.backoffMaxMs, 100...3_600_000),
-        .int("buffer_messages", \.bufferMessages, 1...1_000_000),
-    ]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        url = try r.string("url", url, maxBytes: 1024)
+        if !url.isEmpty, (try? BrokerURL.parse(url)) == nil { throw r.invalid("url", url, "expected mqtt://HOST:PORT or mqtts://HOST:PORT") }
+        clientID = try r.string("client_id", clientID, maxBytes: 23)
+        if !clientID.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") }) {
+            throw r.invalid("client_id", clientID, "expected at most 23 characters of A-Z a-z 0-9 _ - (or empty: camclass-<robot>)")
+        }
+        protocolVersion = try r.choice("protocol", protocolVersion)
+        keepaliveS = try r.int("keepalive_s", keepaliveS, 5...3600, unit: "seconds")
+        backoffInitialMs = try r.int("backoff_initial_ms", backoffInitialMs, 10...60_000, unit: "ms")
+        backoffMaxMs = try r.int("backoff_max_ms", backoffMaxMs, 100...3_600_000, unit: "ms")
+        bufferMessages = try r.int("buffer_messages", bufferMessages, 1...1_000_000, unit: "messages")
+    }
 }
 
 /// `tls:` — used with mqtts:// URLs.
-public struct TLSSection: ConfigSection, Equatable {
-    public static let name = "tls"
+public struct TLSSection: ConfigSection {
+    public static let section = "tls"
     /// CA certificates (PEM); "" = the system's (/etc/ssl/certs).
     public var caFile = ""
     public var certFile = ""
     public var keyFile = ""
     public init() {}
-    public static let settings: [Setting<TLSSection>] = [
-        .string("ca_file", \.caFile, expected: "a PEM file path"),
-        .string("cert_file", \.certFile, expected: "a PEM file path (with key_file)"),
-        .string("key_file", \.keyFile, expected: "a PEM file path (with cert_file)"),
-    ]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        caFile = try r.path("ca_file", caFile, relativeToFile: true)
+        certFile = try r.path("cert_file", certFile, relativeToFile: true)
+        keyFile = try r.path("key_file", keyFile, relativeToFile: true)
+    }
 }
 
 /// `auth:` — credentials. The password never comes from the command line or this file.
-public struct AuthSection: ConfigSection, Equatable {
-    public static let name = "auth"
+public struct AuthSection: ConfigSection {
+    public static let section = "auth"
     public var username = ""
     /// A file holding the password (first line). "" = `$CREDENTIALS_DIRECTORY/mqtt-password` when
     /// systemd passes it (`LoadCredential=mqtt-password:…`).
@@ -186,34 +70,42 @@ public struct AuthSection: ConfigSection, Equatable {
     /// Allows sending the password over plain TCP (mqtt://).
     public var allowInsecure = false
     public init() {}
-    public static let settings: [Setting<AuthSection>] = [
-        .string("username", \.username, expected: "a string without NUL"),
-        .string("password_file", \.passwordFile, expected: "a file path"),
-        .bool("allow_insecure", \.allowInsecure),
-    ]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        username = try r.string("username", username, maxBytes: 1024)
+        passwordFile = try r.path("password_file", passwordFile, relativeToFile: true)
+        allowInsecure = try r.bool("allow_insecure", allowInsecure)
+    }
 }
 
 /// `topics:` — naming and the status cadence.
-public struct TopicsSection: ConfigSection, Equatable {
-    public static let name = "topics"
+public struct TopicsSection: ConfigSection {
+    public static let section = "topics"
     public var prefix = "camclass"
     /// "" = the host name.
     public var robot = ""
     public var classificationQoS = 0
     public var statusIntervalS = 10
     public init() {}
-    public static let settings: [Setting<TopicsSection>] = [
-        .string("prefix", \.prefix, expected: "topic levels without + # or a leading/trailing /") { TopicMap.isValidPrefix($0) },
-        .string("robot", \.robot, expected: "one topic level: no / + # (or empty: the host name)") { $0.isEmpty || TopicMap.isValidLevel($0) },
-        .int("classification_qos", \.classificationQoS, 0...1),
-        .int("status_interval_s", \.statusIntervalS, 1...3600),
-    ]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        prefix = try r.string("prefix", prefix, maxBytes: 256)
+        if !TopicMap.isValidPrefix(prefix) { throw r.invalid("prefix", prefix, "expected topic levels without + # or a leading/trailing /") }
+        robot = try r.string("robot", robot, maxBytes: 128)
+        if !robot.isEmpty && !TopicMap.isValidLevel(robot) {
+            throw r.invalid("robot", robot, "expected one topic level: no / + # (or empty: the host name)")
+        }
+        classificationQoS = try r.int("classification_qos", classificationQoS, 0...1)
+        statusIntervalS = try r.int("status_interval_s", statusIntervalS, 1...3600, unit: "seconds")
+    }
 }
 
 /// `classification:` — what reaches `<prefix>/<robot>/<source>/classification`; the daemon applies
 /// it (the `subscribe` request, docs/protocol.md), so nothing unwanted crosses the socket.
-public struct ClassificationSection: ConfigSection, Equatable {
-    public static let name = "classification"
+public struct ClassificationSection: ConfigSection {
+    public static let section = "classification"
     public var enabled = true
     /// 0 = no threshold.
     public var minScore = 0.0
@@ -224,36 +116,44 @@ public struct ClassificationSection: ConfigSection, Equatable {
     /// 0 = every classification (no rate limit).
     public var maxRateHz = 1.0
     public init() {}
-    public static let settings: [Setting<ClassificationSection>] = [
-        .bool("enabled", \.enabled),
-        .number("min_score", \.minScore, 0...1),
-        .strings("labels", \.labels, expected: "a list of labels or coarse groups"),
-        .int("top_k", \.topK, 0...1000),
-        .int("every_n", \.everyN, 1...1_000_000),
-        .number("max_rate_hz", \.maxRateHz, 0...1000),
-    ]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        enabled = try r.bool("enabled", enabled)
+        minScore = try r.double("min_score", minScore, 0...1)
+        labels = try r.list("labels", labels, expected: "a list of labels or coarse groups", minCount: 0, maxCount: 1000) { $0.utf8.count <= 256 ? $0 : nil }
+        topK = try r.int("top_k", topK, 0...1000, unit: "(0 = the daemon's top_k)")
+        everyN = try r.int("every_n", everyN, 1...1_000_000)
+        maxRateHz = try r.double("max_rate_hz", maxRateHz, 0.001...1000, unit: "per second", alsoZero: "every classification")
+    }
 }
 
 /// `daemon:` — the camclassd socket the bridge reads.
-public struct DaemonSection: ConfigSection, Equatable {
-    public static let name = "daemon"
+public struct DaemonSection: ConfigSection {
+    public static let section = "daemon"
     public var socket = "/run/camclassd/camclassd.sock"
     public var backoffInitialMs = 200
     public var backoffMaxMs = 10_000
     public init() {}
-    public static let settings: [Setting<DaemonSection>] = [
-        .string("socket", \.socket, expected: "a socket path") { !$0.isEmpty && $0.utf8.count < 108 },
-        .int("backoff_initial_ms", \.backoffInitialMs, 10...60_000),
-        .int("backoff_max_ms", \.backoffMaxMs, 100...3_600_000),
-    ]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        socket = try r.string("socket", socket, maxBytes: 107, allowEmpty: false)
+        backoffInitialMs = try r.int("backoff_initial_ms", backoffInitialMs, 10...60_000, unit: "ms")
+        backoffMaxMs = try r.int("backoff_max_ms", backoffMaxMs, 100...3_600_000, unit: "ms")
+    }
 }
 
 /// `log:` — the bridge's own log on stderr (the journal under systemd).
-public struct LogSection: ConfigSection, Equatable {
-    public static let name = "log"
+public struct LogSection: ConfigSection {
+    public static let section = "log"
     public var level = BridgeLogLevel.info
     public init() {}
-    public static let settings: [Setting<LogSection>] = [.choice("level", \.level)]
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        level = try r.choice("level", level)
+    }
 }
 
 /// Every setting of `camclass mqtt` (and the broker/tls/auth of `camclass fleet`).
@@ -271,81 +171,61 @@ public struct MQTTConfig: Sendable, Equatable {
     public init() {}
 
     public static let systemFile = "/etc/camclassd/mqtt.yaml"
-    static let sectionNames = [BrokerSection.name, TLSSection.name, AuthSection.name, TopicsSection.name,
-                               ClassificationSection.name, DaemonSection.name, LogSection.name]
+    static let sectionNames = [BrokerSection.section, TLSSection.section, AuthSection.section, TopicsSection.section,
+                               ClassificationSection.section, DaemonSection.section, LogSection.section]
 
-    /// Reads a YAML file over the defaults.
-    /// - Throws: `MQTTConfigError` naming the file, key and value.
-    public static func load(file: String) throws(MQTTConfigError) -> MQTTConfig {
-        guard let text = readTextFile(file) else {
-            throw MQTTConfigError(file: file, key: "", value: "", reason: "cannot read the config file (\(String(cString: strerror(errno))))")
-        }
-        return try parse(yaml: text, file: file)
+    /// Reads a YAML file over the defaults (a regular file of at most 1 MiB).
+    /// - Throws: `ConfigError` naming the file, key and value.
+    public static func load(file: String) throws(ConfigError) -> MQTTConfig {
+        try parse(yaml: try ConfigFile.read(file), file: file)
     }
 
-    public static func parse(yaml text: String, file: String) throws(MQTTConfigError) -> MQTTConfig {
+    public static func parse(yaml text: String, file: String) throws(ConfigError) -> MQTTConfig {
+        let root = try ConfigFile.parse(yaml: text, file: file)
+        for section in root.keys.sorted() where !sectionNames.contains(section) {
+            throw ConfigError(file: file, key: section, value: "", reason: "unknown section (known: \(sectionNames.sorted().joined(separator: ", ")))")
+        }
         var c = MQTTConfig()
         c.file = file
-        let root: Any?
-        do { root = try Yams.load(yaml: text) } catch {
-            throw MQTTConfigError(file: file, key: "", value: "", reason: "not valid YAML: \(error)")
-        }
-        guard let root else { return c }
-        guard let top = root as? [String: Any] else {
-            throw MQTTConfigError(file: file, key: "", value: "\(root)", reason: "the top level must be a mapping of sections")
-        }
-        for (section, body) in top.sorted(by: { $0.key < $1.key }) {
-            if body is NSNull { continue }
-            guard let fields = body as? [String: Any] else {
-                if sectionNames.contains(section) {
-                    throw MQTTConfigError(file: file, key: section, value: "\(body)", reason: "must be a mapping")
-                }
-                throw MQTTConfigError(file: file, key: section, value: "", reason: "unknown section (known: \(sectionNames.sorted().joined(separator: ", ")))")
-            }
-            switch section {
-            case BrokerSection.name: try c.broker.apply(fields, file: file)
-            case TLSSection.name: try c.tls.apply(fields, file: file)
-            case AuthSection.name: try c.auth.apply(fields, file: file)
-            case TopicsSection.name: try c.topics.apply(fields, file: file)
-            case ClassificationSection.name: try c.classification.apply(fields, file: file)
-            case DaemonSection.name: try c.daemon.apply(fields, file: file)
-            case LogSection.name: try c.log.apply(fields, file: file)
-            default:
-                throw MQTTConfigError(file: file, key: section, value: "", reason: "unknown section (known: \(sectionNames.sorted().joined(separator: ", ")))")
-            }
-        }
+        c.broker = try .read(from: root, file: file)
+        c.tls = try .read(from: root, file: file)
+        c.auth = try .read(from: root, file: file)
+        c.topics = try .read(from: root, file: file)
+        c.classification = try .read(from: root, file: file)
+        c.daemon = try .read(from: root, file: file)
+        c.log = try .read(from: root, file: file)
         return c
     }
 
     /// Cross-key rules, after the file and the flags. `needsBroker`: the URL must be set.
-    public func validate(needsBroker: Bool = true) throws(MQTTConfigError) {
+    public func validate(needsBroker: Bool = true) throws(ConfigError) {
         let f = file ?? "command line"
         if needsBroker && broker.url.isEmpty {
-            throw MQTTConfigError(file: f, key: "broker.url", value: "", reason: "no broker: set broker.url or --broker mqtt://HOST:PORT")
+            throw ConfigError(file: f, key: "broker.url", value: "", reason: "no broker: set broker.url or --broker mqtt://HOST:PORT")
         }
         if !broker.url.isEmpty {
             do { _ = try BrokerURL.parse(broker.url) } catch {
-                throw MQTTConfigError(file: f, key: "broker.url", value: broker.url, reason: error.reason)
+                throw ConfigError(file: f, key: "broker.url", value: broker.url, reason: error.reason)
             }
         }
         if broker.backoffInitialMs > broker.backoffMaxMs {
-            throw MQTTConfigError(file: f, key: "broker.backoff_initial_ms", value: "\(broker.backoffInitialMs)",
+            throw ConfigError(file: f, key: "broker.backoff_initial_ms", value: "\(broker.backoffInitialMs)",
                                   reason: "must not exceed broker.backoff_max_ms (\(broker.backoffMaxMs))")
         }
         if daemon.backoffInitialMs > daemon.backoffMaxMs {
-            throw MQTTConfigError(file: f, key: "daemon.backoff_initial_ms", value: "\(daemon.backoffInitialMs)",
+            throw ConfigError(file: f, key: "daemon.backoff_initial_ms", value: "\(daemon.backoffInitialMs)",
                                   reason: "must not exceed daemon.backoff_max_ms (\(daemon.backoffMaxMs))")
         }
         if tls.certFile.isEmpty != tls.keyFile.isEmpty {
-            throw MQTTConfigError(file: f, key: tls.certFile.isEmpty ? "tls.key_file" : "tls.cert_file",
+            throw ConfigError(file: f, key: tls.certFile.isEmpty ? "tls.key_file" : "tls.cert_file",
                                   value: tls.certFile.isEmpty ? tls.keyFile : tls.certFile,
                                   reason: "a client certificate needs both tls.cert_file and tls.key_file")
         }
         if !topics.robot.isEmpty && !TopicMap.isValidLevel(topics.robot) {
-            throw MQTTConfigError(file: f, key: "topics.robot", value: topics.robot, reason: "expected one topic level: no / + #")
+            throw ConfigError(file: f, key: "topics.robot", value: topics.robot, reason: "expected one topic level: no / + #")
         }
         if !TopicMap.isValidPrefix(topics.prefix) {
-            throw MQTTConfigError(file: f, key: "topics.prefix", value: topics.prefix,
+            throw ConfigError(file: f, key: "topics.prefix", value: topics.prefix,
                                   reason: "expected topic levels without + # or a leading/trailing /")
         }
     }
@@ -427,8 +307,8 @@ public struct Credentials: Sendable, Equatable {
     /// Reads the password (`auth.password_file`, else `$CREDENTIALS_DIRECTORY/mqtt-password`)
     /// and refuses plain TCP with a password unless `auth.allow_insecure`.
     /// - Returns: nil when no username is configured and no password found.
-    /// - Throws: `MQTTConfigError` naming the key (an unreadable file, an insecure transport).
-    public static func resolve(_ c: MQTTConfig, environment: [String: String] = ProcessInfo.processInfo.environment) throws(MQTTConfigError) -> Credentials? {
+    /// - Throws: `ConfigError` naming the key (an unreadable file, an insecure transport).
+    public static func resolve(_ c: MQTTConfig, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> Credentials? {
         let f = c.file ?? "command line"
         var passwordPath = c.auth.passwordFile
         var key = "auth.password_file"
@@ -439,20 +319,20 @@ public struct Credentials: Sendable, Equatable {
         var password: String?
         if !passwordPath.isEmpty {
             guard let text = readTextFile(passwordPath) else {
-                throw MQTTConfigError(file: f, key: key, value: passwordPath,
+                throw ConfigError(file: f, key: key, value: passwordPath,
                                       reason: "cannot read the password file (\(String(cString: strerror(errno))))")
             }
             let line = text.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
             password = line.hasSuffix("\r") ? String(line.dropLast()) : line
             if password!.isEmpty {
-                throw MQTTConfigError(file: f, key: key, value: passwordPath, reason: "the password file is empty")
+                throw ConfigError(file: f, key: key, value: passwordPath, reason: "the password file is empty")
             }
         }
         if password != nil && c.auth.username.isEmpty {
-            throw MQTTConfigError(file: f, key: "auth.username", value: "", reason: "a password needs a username (MQTT sends none without)")
+            throw ConfigError(file: f, key: "auth.username", value: "", reason: "a password needs a username (MQTT sends none without)")
         }
         if password != nil, let url = try? BrokerURL.parse(c.broker.url), !url.tls, !c.auth.allowInsecure {
-            throw MQTTConfigError(file: f, key: "broker.url", value: c.broker.url,
+            throw ConfigError(file: f, key: "broker.url", value: c.broker.url,
                                   reason: "refusing to send the password in clear text over plain TCP: use mqtts:// (with tls.ca_file), or set auth.allow_insecure: true if the network is trusted")
         }
         if c.auth.username.isEmpty { return nil }

@@ -109,6 +109,9 @@ public struct ConfigSectionReader {
         self.overrides = o
     }
 
+    /// The keys the section type asked for so far (all of them, once its `init(reader:)` ran).
+    public var knownKeys: [String] { read.sorted() }
+
     /// Keys in the file that no accessor asked for: an error listing the known ones.
     public func finish() throws(ConfigError) {
         for key in values.keys.sorted() where !read.contains(key) {
@@ -197,7 +200,7 @@ public struct ConfigSectionReader {
     }
 
     /// A list of strings: a YAML sequence or a comma-separated string, each checked by `accept`.
-    public mutating func list<T>(_ key: String, _ current: [T], expected: String, maxCount: Int = 64,
+    public mutating func list<T>(_ key: String, _ current: [T], expected: String, minCount: Int = 1, maxCount: Int = 64,
                                  _ accept: (String) -> T?) throws(ConfigError) -> [T] {
         guard let at = node(key) else { return current }
         var items: [String] = []
@@ -216,7 +219,7 @@ public struct ConfigSectionReader {
             guard let v = accept(item) else { throw error(at, "expected \(expected)") }
             out.append(v)
         }
-        guard !out.isEmpty, out.count <= maxCount else { throw error(at, "expected \(expected)") }
+        guard out.count >= minCount, out.count <= maxCount else { throw error(at, "expected \(expected)") }
         return out
     }
 

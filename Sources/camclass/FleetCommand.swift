@@ -26,7 +26,7 @@ struct Fleet: ParsableCommand {
         let credentials: Credentials?
         let url: BrokerURL
         do {
-            c = try MQTTCommandSupport.load(config: config) { c throws(MQTTConfigError) in
+            c = try MQTTCommandSupport.load(config: config) { c throws(ConfigError) in
                 if let broker { c.broker.url = broker }
                 if let prefix { c.topics.prefix = prefix }
             }

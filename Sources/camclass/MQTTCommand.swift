@@ -34,14 +34,14 @@ struct MQTT: ParsableCommand {
 
     func run() throws {
         let c: MQTTConfig
-        do { c = try MQTTCommandSupport.load(config: config, overrides: { c throws(MQTTConfigError) in
+        do { c = try MQTTCommandSupport.load(config: config, overrides: { c throws(ConfigError) in
             if let socket { c.daemon.socket = socket }
             if let broker { c.broker.url = broker }
             if let robot { c.topics.robot = robot }
             if let prefix { c.topics.prefix = prefix }
             if let logLevel {
                 guard let l = BridgeLogLevel(rawValue: logLevel) else {
-                    throw MQTTConfigError(file: "command line", key: "--log-level", value: logLevel,
+                    throw ConfigError(file: "command line", key: "--log-level", value: logLevel,
                                           reason: "expected one of " + BridgeLogLevel.allCases.map(\.rawValue).joined(separator: ", "))
                 }
                 c.log.level = l
@@ -88,7 +88,7 @@ struct MQTT: ParsableCommand {
 
 enum MQTTCommandSupport {
     /// --config, else the system file when it exists, else the defaults; then the flags.
-    static func load(config: String?, overrides: (inout MQTTConfig) throws(MQTTConfigError) -> Void) throws(MQTTConfigError) -> MQTTConfig {
+    static func load(config: String?, overrides: (inout MQTTConfig) throws(ConfigError) -> Void) throws(ConfigError) -> MQTTConfig {
         var c = MQTTConfig()
         if let config {
             c = try MQTTConfig.load(file: config)
