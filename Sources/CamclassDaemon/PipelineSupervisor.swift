@@ -433,8 +433,10 @@ public final class PipelineSupervisor: @unchecked Sendable {
     private func makeGenerationPipeline(config: DaemonConfig, parts: EngineParts, source: SourceHandle,
                                         publishedSoFar: Int) -> ClassificationPipeline {
         var c = config
-        // --frames counts over the daemon's life, not per generation.
+        // --frames counts over the daemon's life, not per generation; so does `seq`: the finished
+        // generations numbered their captured frames 0… contiguously.
         if let limit = c.frameLimit { c.frameLimit = max(1, limit - publishedSoFar) }
+        c.pipeline.firstSeq = UInt64(max(0, state.withLock { $0.finishedCounters?.captured ?? 0 }))
         return makePipeline(config: c, parts: parts, source: source, sinks: pipelineSinks, logger: logger, onResult: onResult)
     }
 

@@ -15,6 +15,9 @@ public struct PipelineOptions: ConfigSection {
     public var model = ModelOptions()
     /// Stop after this many published classifications (tests, benchmarks); nil = run until stopped.
     public var frameLimit: Int?
+    /// The first frame's `seq`: a pipeline that replaces another on reload carries on its numbering,
+    /// so `seq` grows for the daemon's life.
+    public var firstSeq: UInt64 = 0
     /// Consecutive inference failures after which the engine counts as unhealthy and the pipeline stops.
     public var maxConsecutiveFailures = 50
     /// Stable labels (smoothing, hysteresis, dwell) on the result thread; nil = off.
@@ -215,7 +218,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
     // MARK: threads
 
     private func captureLoop() {
-        var seq: UInt64 = 0
+        var seq = options.firstSeq
         defer { queue.close() }
         while !stopRequested.load(ordering: .relaxed) {
             guard var frame = pool.acquire() else {

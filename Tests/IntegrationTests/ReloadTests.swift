@@ -52,6 +52,15 @@ import Testing
         #expect(listener.messages.contains { $0.time >= hup2 && $0.fields["READY"] == "1" && ($0.fields["STATUS"] ?? "").contains("refused") })
         #expect(reader.lines.filter { $0.type == "reload" }.count == 1, "a refused reload swaps nothing")
 
+        // 2b. (Issue 11, F4) A value that trapped the running daemon on SIGHUP: refused, it lives on.
+        try writeDaemonConfig(config, dir: dir, fps: fps, topK: 2, extra: "stable: {min_dwell_ms: 9223372036854775807}")
+        let hup2b = Date()
+        daemon.signal(SIGHUP)
+        #expect(await eventually(10) { daemon.stderr.components(separatedBy: "configuration reload refused").count == 3 })
+        #expect(daemon.stderr.contains("stable.min_dwell_ms"), "the error names the key: \(daemon.stderr)")
+        #expect(await eventually(10) { reader.classifications().filter { $0.time > hup2b && tops($0) == 2 }.count >= 10 })
+        #expect(daemon.process.isRunning)
+
         // 3. An engine reload (precision f32): loaded beside the running pipeline, then swapped.
         try writeDaemonConfig(config, dir: dir, fps: fps, topK: 2, extra: "inference: {precision: f32}")
         let hup3 = Date()
@@ -59,6 +68,9 @@ import Testing
         #expect(await eventually(30) { reader.lines.filter { $0.type == "reload" }.count == 2 }, "stderr:\n\(daemon.stderr)")
         #expect(await eventually(10) { reader.classifications().filter { $0.time > hup3 }.count >= 40 })
         let reload2 = try #require(reader.lines.last { $0.type == "reload" })
+        // (Issue 11, F12) `seq` grows for the daemon's life: it does not restart at 0 on reload.
+        let seqs = reader.classifications().compactMap { $0.object["seq"] as? Int }
+        #expect(seqs.count > 60 && zip(seqs, seqs.dropFirst()).allSatisfy { $0 < $1 }, "seqs across two reloads: \(seqs)")
         #expect((reload2.object["changed"] as? [String]) == ["inference.precision"])
         #expect((reload2.object["engine"] as? String)?.contains("precision f32") == true)
         // Logged once the new engine's first record is out (the reload record precedes it).
