@@ -13,7 +13,7 @@ import Synchronization
 
 /// `camclass bench`: raw engine throughput versus the daemon's end-to-end throughput on the same
 /// engine and in-flight count, measured alternately in one run (these machines are noisy).
-public struct PipelineBenchmark {
+public struct PipelineBenchmark: SetUpBenchmark {
     public struct Options: Sendable {
         public var rounds = 3
         public var secondsPerRun = 3.0
@@ -45,21 +45,17 @@ public struct PipelineBenchmark {
         public var saturatedP50: Double { percentile(saturatedAddedLatencyMs, 0.50) }
     }
 
-    let config: DaemonConfig
+    let setup: BenchmarkSetup
     let options: Options
-    let logger: Logger
 
     public init(config: DaemonConfig, options: Options, logger: Logger) {
-        self.config = config
-        self.options = options
-        self.logger = logger
+        (setup, self.options) = (BenchmarkSetup(config: config, logger: logger), options)
     }
 
     /// Runs raw and pipeline measurements alternately, `rounds` times each.
     /// Thread context: blocking; call from a dedicated thread or a command-line main.
     public func run(progress: (String) -> Void) throws -> Result {
-        let (model, labels) = try ModelDescriptor.loadWithLabels(path: config.model.path)
-        let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
+        let (model, labels, engine) = try setup.engine()
         return try run(engine: engine, model: model, labels: labels, progress: progress)
     }
 
@@ -262,4 +258,27 @@ func removeTree(_ dir: String) {
     }
     closedir(d)
     rmdir(dir)
+}
+
+/// What every benchmark starts from: the daemon's configuration and a logger, and the model loaded
+/// the way the daemon loads it.
+struct BenchmarkSetup {
+    let config: DaemonConfig
+    let logger: Logger
+
+    /// The model at `config.model.path`, its labels and an engine for it.
+    func engine() throws -> (ModelDescriptor, LabelSet, any InferenceEngine) {
+        let (model, labels) = try ModelDescriptor.loadWithLabels(path: config.model.path)
+        return (model, labels, try makeEngine(config: config, model: model, labels: labels, logger: logger))
+    }
+}
+
+/// A benchmark built on a `BenchmarkSetup`: its configuration and logger at hand.
+protocol SetUpBenchmark {
+    var setup: BenchmarkSetup { get }
+}
+
+extension SetUpBenchmark {
+    var config: DaemonConfig { setup.config }
+    var logger: Logger { setup.logger }
 }

@@ -15,7 +15,7 @@ import Synchronization
 /// real engine → result thread → socket + rolling log) with 1, 8 and 64 subscribers reading, in
 /// alternating rounds of one run (this machine is shared and noisy), plus the JSON encoder's bytes
 /// and CPU time per record.
-public struct FanoutBenchmark {
+public struct FanoutBenchmark: SetUpBenchmark {
     public struct Options: Sendable {
         public var subscribers = [1, 8, 64]
         public var rounds = 3
@@ -82,20 +82,16 @@ public struct FanoutBenchmark {
         }
     }
 
-    let config: DaemonConfig
+    let setup: BenchmarkSetup
     let options: Options
-    let logger: Logger
 
     public init(config: DaemonConfig, options: Options, logger: Logger) {
-        self.config = config
-        self.options = options
-        self.logger = logger
+        (setup, self.options) = (BenchmarkSetup(config: config, logger: logger), options)
     }
 
     /// Thread context: blocking; call from a command-line main.
     public func run(progress: (String) -> Void) throws -> Result {
-        let (model, labels) = try ModelDescriptor.loadWithLabels(path: config.model.path)
-        let engine = try makeEngine(config: config, model: model, labels: labels, logger: logger)
+        let (model, labels, engine) = try setup.engine()
         var bench = PipelineBenchmark.Options()
         bench.samplesDir = options.samplesDir
         let frames = try PipelineBenchmark(config: config, options: bench, logger: logger).benchFrames()

@@ -16,7 +16,7 @@ import Synchronization
 /// - the daemon's own settings: raw engine FPS vs the daemon's end-to-end FPS, alternately,
 ///   plus the per-stage split at camera rate (`PipelineBenchmark`).
 /// Thread context: blocking; call from a command-line main or a dedicated thread.
-public struct ModelBenchmark {
+public struct ModelBenchmark: SetUpBenchmark {
     public struct Options: Sendable {
         /// Maximum requests in flight for the throughput curve (the seeds use 4 threads).
         public var maxInFlight = 4
@@ -28,14 +28,11 @@ public struct ModelBenchmark {
         public init() {}
     }
 
-    let config: DaemonConfig
+    let setup: BenchmarkSetup
     let options: Options
-    let logger: Logger
 
     public init(config: DaemonConfig, options: Options, logger: Logger) {
-        self.config = config
-        self.options = options
-        self.logger = logger
+        (setup, self.options) = (BenchmarkSetup(config: config, logger: logger), options)
     }
 
     /// Measures the model at `sidecar` (or a network file). A model that fails to load or run

@@ -30,13 +30,7 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
     private func openCurrent() -> Bool {
         let f = open(path, O_RDONLY | O_CLOEXEC)
         guard f >= 0 else { return false }
-        var st = stat()
-        fstat(f, &st)
-        if fd >= 0 { close(fd) }
-        fd = f
-        inode = st.st_ino
-        device = st.st_dev
-        offset = 0
+        adopt(f)
         return true
     }
 

@@ -107,8 +107,7 @@ struct BenchMQTT: ParsableCommand {
         abstract: "Capture → MQTT subscriber latency (p50/p99) and the bridge's CPU per message, with a real mosquitto and camclassd.")
     @Option(name: .long, help: "The camclassd binary.")
     var camclassd = ".build/release/camclassd"
-    @Option(name: .long, help: "The model sidecar.")
-    var model = "models/efficientnet_lite0.model.yaml"
+    @OptionGroup var modelOption: ModelOption
     @Option(name: .long, help: "Photos to replay.")
     var source = "samples"
     @Option(name: .long, help: "Replay rate.")
@@ -126,7 +125,7 @@ struct BenchMQTT: ParsableCommand {
             throw ExitCode(64)
         }
         let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var o = MQTTBenchmark.Options(camclassd: camclassd, camclass: me, model: model, source: source)
+        var o = MQTTBenchmark.Options(camclassd: camclassd, camclass: me, model: modelOption.model, source: source)
         o.fps = fps
         o.seconds = seconds
         o.qos = qos
