@@ -44,12 +44,14 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        // C: Linux calls that need _GNU_SOURCE (pipe2, accept4).
+        .target(name: "CSystem"),
         // C: run-time loaded inference libraries (dlopen), so the build needs neither.
         .target(name: "COpenVINO", linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "CHBDNN", linkerSettings: [.linkedLibrary("dl")]),
 
         // Swift: threads, locks, clocks, the syscall helper, exit statuses, config reading.
-        .target(name: "Support", dependencies: [.product(name: "Logging", package: "swift-log"), "Yams"]),
+        .target(name: "Support", dependencies: ["CSystem", .product(name: "Logging", package: "swift-log"), "Yams"]),
         // The stages.
         .target(name: "ImageOps", dependencies: ["CTurboJPEG", "CYUV", "Support"]),
         .target(name: "Capture", dependencies: [

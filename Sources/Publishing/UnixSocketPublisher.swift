@@ -265,14 +265,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             try syscall("lstat(\(path))") { lstat(path, &bound) }
             boundNode = (UInt64(bound.st_dev), UInt64(bound.st_ino))
             try syscall("listen(\(path))") { listen(listenFD, 64) }
-            var pair: (Int32, Int32) = (-1, -1)
-            try withUnsafeMutableBytes(of: &pair) { raw in
-                _ = try syscall("pipe") { pipe(raw.baseAddress!.assumingMemoryBound(to: Int32.self)) }
-            }
-            for fd in [pair.0, pair.1] {
-                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            }
+            let pair = try makeWakePipe()
             wakeReadFD = pair.0
             wakeFD = pair.1
         } catch let e as SystemCallError {
@@ -659,7 +652,8 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
 
     private func acceptAll() {
         while true {
-            let fd = accept(listenFD, nil, nil)
+            // Non-blocking and close-on-exec from the start (no window for an exec in between).
+            let fd = acceptNonBlocking(listenFD)
             if fd < 0 {
                 let e = errno
                 if e == EINTR { continue }
@@ -677,10 +671,15 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
                 }
                 return  // EAGAIN: none left
             }
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             var sndbuf = options.kernelSendBufferBytes
-            _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, socklen_t(MemoryLayout<Int32>.size))
+            do {
+                try syscall("setsockopt(SO_SNDBUF)") { setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, socklen_t(MemoryLayout<Int32>.size)) }
+            } catch {
+                // Unusual (a bad descriptor or option); the subscriber works with the kernel's default buffer.
+                if let suppressed = acceptFailureLog.admit() {
+                    logger.warning("subscriber socket: \(error); using the kernel's send buffer size", metadata: ["log.suppressed": "\(suppressed)"])
+                }
+            }
             if activeSubscribers >= options.maxSubscribers && !evictLongestLosing() {
                 refusedIO += 1
                 let msg = ProtocolError(.tooManySubscribers, "too many subscribers (max \(options.maxSubscribers)); raise publish.max_subscribers",

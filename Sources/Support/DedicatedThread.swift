@@ -1,3 +1,4 @@
+import CSystem
 import Glibc
 
 /// A named OS thread for blocking work (capture, decode, inference waits, socket I/O), kept off
@@ -88,4 +89,18 @@ public func onDedicatedThread<T: Sendable>(_ name: String = "camclass-work",
             do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
         }
     }
+}
+
+/// A pipe whose ends are non-blocking and close-on-exec from creation (a wake-up pipe).
+/// - Throws: `SystemCallError` naming pipe2.
+public func makeWakePipe() throws -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [-1, -1]
+    try syscall("pipe2") { csystem_pipe2(&fds, O_NONBLOCK | O_CLOEXEC) }
+    return (fds[0], fds[1])
+}
+
+/// accept4(2) on a listening socket: the connection non-blocking and close-on-exec from creation,
+/// so no exec can inherit it between accept and fcntl. -1 with errno set, as accept.
+public func acceptNonBlocking(_ listenFD: Int32) -> Int32 {
+    csystem_accept4(listenFD, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
 }
