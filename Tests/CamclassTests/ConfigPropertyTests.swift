@@ -68,7 +68,7 @@ struct ConfigPropertyTests {
 
     @Test("every key: a generated value parses or names the key", arguments: keys)
     func everyKey(_ key: String) async {
-        await propertyCheck(count: 300, input: ConfigValueGen.value) { value in
+        await propertyCheck(count: 200, input: ConfigValueGen.value) { value in
             Self.check(key, value)
         }
     }

@@ -53,6 +53,21 @@ struct FuzzRegressionTests {
         }
     }
 
+    /// `make fuzz` findings (Tests/Fuzz/regressions/<target>/): both so far broke the nv12-file
+    /// harness's own file naming (a name over 255 bytes once invalid UTF-8 became U+FFFD; a "/"
+    /// hidden in a Character with a combining mark), not camclassd; the name is now made safe and
+    /// the replay source refuses the files with its own errors.
+    @Test("fuzz findings are refused with a clear error", arguments: [
+        (FuzzTarget.nv12File, "long-invalid-utf8-name", "empty file"),
+        (.nv12File, "slash-with-combining-mark", "empty file"),
+    ])
+    func findings(_ target: FuzzTarget, _ name: String, _ rejection: String) throws {
+        #expect(Self.files("regressions/\(target.rawValue)").contains(name))
+        let outcome = target.run(try Self.input("regressions/\(target.rawValue)", name))
+        guard case .rejected(let why) = outcome else { Issue.record("\(name) was accepted"); return }
+        #expect(why.contains(rejection), "\(name): \(why)")
+    }
+
     @Test("a truncated MJPEG frame is dropped as corrupt, not delivered")
     func truncatedMJPEG() throws {
         let whole = try Self.input("corpus/camera-intake", "mjpeg-32x24")

@@ -254,7 +254,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     static func nv12File(_ data: UnsafeRawBufferPointer) -> FuzzOutcome {
         let newline = data.firstIndex(of: 0x0A) ?? data.count
         var stem = String(decoding: data[..<min(newline, 200)], as: UTF8.self)
-        stem = String(stem.map { $0 == "/" || $0 == "\0" ? "_" : $0 })
+        // Scalars, not Characters: "/" followed by a combining mark is one Character but still a "/".
+        stem = String(String.UnicodeScalarView(stem.unicodeScalars.map { $0 == "/" || $0 == "\0" ? "_" : $0 }))
+        // A file name holds at most 255 bytes (invalid UTF-8 became 3-byte U+FFFD above).
+        while stem.utf8.count > 200 { stem.removeLast() }
         if stem.isEmpty || stem == "." || stem == ".." { stem = "x" }
         let contents = UnsafeRawBufferPointer(rebasing: data[min(newline + 1, data.count)...])
         let dir = scratchDirectory()
