@@ -15,6 +15,7 @@
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 # make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
 # make deb       a .deb (release build, Swift runtime linked statically) in $(DEB_OUT)
+# make fuzz      libFuzzer + ASan on the request parser, config loaders, camera/replay intake, NV12 files
 SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
@@ -47,7 +48,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: check install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-deps eval eval-photos clean check-config
+.PHONY: check fuzz install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -92,6 +93,40 @@ check-config: build
 check test-unit:
 	$(SWIFT) build --build-tests $(SWIFT_FLAGS)
 	$(SWIFT) test --skip-build --no-parallel $(SWIFT_FLAGS) --filter CamclassUnitTests
+
+# Fuzzing (issue 11): one libFuzzer+ASan build of Tests/Fuzz (camclass-fuzz <target>), in its own
+# scratch path so the normal build is untouched. Each target runs FUZZ_SECONDS from the seeds in
+# Tests/Fuzz/corpus/<target> (new inputs go to $(FUZZ_DIR)/corpus, never into the repository) and
+# prints its executions, coverage and corpus; a crash, ASan report, timeout (10 s) or RSS over 2 GB
+# is a finding: saved in $(FUZZ_DIR)/findings/<target>/ and `make fuzz` fails. Replay a finding
+# without sanitizers: .build/debug/camclass-fuzz <target> <file>; then add it to
+# Tests/Fuzz/regressions/<target>/ (FuzzRegressionTests feeds those through the same entry point).
+# Leak detection is off: the targets keep per-process caches (scratch folder), and a real leak per
+# input shows up as the RSS limit instead.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR     ?= .build-fuzz
+FUZZ_TARGETS ?= request-parser config coarse-groups mqtt-config camera-intake replay-jpeg nv12-file
+fuzz: apt-deps
+	$(SWIFT) build --product camclass-fuzz --scratch-path $(FUZZ_DIR) $(SWIFT_FLAGS) \
+	  -Xswiftc -sanitize=fuzzer,address -Xswiftc -DCAMCLASS_LIBFUZZER 2>&1 | grep -v "Cannot export local symbol"; \
+	  exit $${PIPESTATUS[0]}
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/findings/$$t; \
+	  SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_DIR)/debug/camclass-fuzz $$t \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_DIR)/findings/$$t/ $(FUZZ_DIR)/corpus/$$t Tests/Fuzz/corpus/$$t \
+	    > $(FUZZ_DIR)/$$t.log 2>&1; rc=$$?; \
+	  execs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/$$t.log); \
+	  rate=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $(FUZZ_DIR)/$$t.log); \
+	  last=$$(grep -E '^#[0-9]+' $(FUZZ_DIR)/$$t.log | tail -1); \
+	  cov=$$(echo "$$last" | grep -o 'cov: [0-9]*' | cut -d' ' -f2); ft=$$(echo "$$last" | grep -o 'ft: [0-9]*' | cut -d' ' -f2); \
+	  corp=$$(echo "$$last" | grep -o 'corp: [0-9]*/[0-9a-zA-Z]*' | cut -d' ' -f2); \
+	  found=$$(ls $(FUZZ_DIR)/findings/$$t | wc -l); \
+	  printf 'fuzz %-15s execs %-9s (%s/s)  cov %-5s ft %-6s corpus %-10s findings %s\n' \
+	    $$t "$${execs:-?}" "$${rate:-?}" "$${cov:-?}" "$${ft:-?}" "$${corp:-?}" $$found; \
+	  if [ $$rc != 0 ]; then fail=1; echo "--- $$t: finding (log $(FUZZ_DIR)/$$t.log)"; \
+	    grep -E 'ERROR|Fatal error|panic|deadly|SUMMARY|Test unit written' $(FUZZ_DIR)/$$t.log | head -20; fi; \
+	done; exit $$fail
 
 standin:
 	$(MAKE) -C Tests/StandIns all

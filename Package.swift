@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // Tests only: property-based checks of the config values.
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // C: system libraries through shim headers (static inline wrappers, named constants).
@@ -99,6 +101,13 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Fuzzing (`make fuzz`): the targets (outside input → the daemon's entry points), shared with
+        // the regression tests, and their driver: libFuzzer when built with -sanitize=fuzzer
+        // -D CAMCLASS_LIBFUZZER, otherwise a replayer of saved inputs.
+        .target(name: "FuzzTargets", dependencies: ["CamclassDaemon", "Capture", "ImageOps", "MQTTBridge", "Support", "WireFormat"],
+                path: "Tests/Fuzz/Targets"),
+        .executableTarget(name: "camclass-fuzz", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/Driver"),
+
         // Tests: unit tests need no environment (`make check`, or plain `swift test --filter
         // CamclassUnitTests`); integration tests use real OpenVINO, models, daemons, brokers (`make test`);
         // both share the test-support library (environment, binaries, subprocesses, waits).
@@ -106,12 +115,13 @@ let package = Package(
                 path: "Tests/TestSupport"),
         .testTarget(name: "CamclassUnitTests", dependencies: [
             "CamclassTestSupport", "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "MQTTBridge",
-            "Pipeline", "Publishing", "WireFormat", "Support", "CTurboJPEG", "CYUV",
+            "Pipeline", "Publishing", "WireFormat", "Support", "CTurboJPEG", "CYUV", "FuzzTargets",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "PropertyBased", package: "swift-property-based"),
         ], path: "Tests/UnitTests"),
         .testTarget(name: "CamclassIntegrationTests", dependencies: [
             "CamclassTestSupport", "CamclassDaemon", "CamclassTools", "Client", "Capture", "ImageOps", "Inference", "MQTTBridge",
-            "Pipeline", "Publishing", "WireFormat", "Support", "CTurboJPEG", "CYUV",
+            "Pipeline", "Publishing", "WireFormat", "Support", "CTurboJPEG", "CYUV", "FuzzTargets",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/IntegrationTests"),
     ],
