@@ -1,3 +1,4 @@
+import Support
 import Synchronization
 
 /// How to open and negotiate a V4L2 camera (the daemon's `camera.*` settings).
@@ -123,5 +124,33 @@ final class CameraCounters: Sendable {
         s.losses = losses.load(ordering: .relaxed)
         s.recoveries = recoveries.load(ordering: .relaxed)
         return s
+    }
+}
+
+/// The `camera:` section: what is asked of a V4L2 camera (the source's path says which).
+extension CameraOptions: ConfigSection {
+    public static let section = "camera"
+
+    public init() { self.init(path: "") }
+
+    public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
+        self.init()
+        width = try r.int("width", width, 16...8192, unit: "pixels")
+        height = try r.int("height", height, 16...8192, unit: "pixels")
+        fps = try r.double("fps", fps, 0.1...1000, unit: "frames per second")
+        formats = try r.list("formats", formats, expected: "a list of NV12, YUYV, MJPEG in order of preference",
+                             maxCount: 3, CameraPixelFormat.init(configName:))
+        buffers = try r.int("buffers", buffers, 2...32)
+        raw = try r.bool("raw", raw)
+        backoffMaxMs = try r.int("backoff_max_ms", backoffMaxMs, 100...600_000, unit: "ms")
+        stallTimeoutMs = try r.int("stall_timeout_ms", stallTimeoutMs, 100...600_000, unit: "ms")
+        maxPixels = try r.int("max_pixels", maxPixels, 1...400_000_000, unit: "pixels (width × height)")
+    }
+
+    /// These settings for the camera at `path`.
+    public func at(path: String) -> CameraOptions {
+        var o = self
+        o.path = path
+        return o
     }
 }
