@@ -12,6 +12,7 @@
 # make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
 # make bench-fanout  what subscribers cost: FPS with 1, 8 and 64 subscribers, JSON bytes and CPU per record
 # make bench-mqtt    the MQTT bridge: capture → MQTT subscriber latency p50/p99 at 30 FPS, bridge CPU per message
+# make bench-cpu     what camclassd costs: CPU ms per frame (process, threads), wake-ups/s, RSS at 1/30/unpaced FPS
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 # make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
 # make deb       a .deb (release build, Swift runtime linked statically) in $(DEB_OUT)
@@ -48,7 +49,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: check fuzz install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-deps eval eval-photos clean check-config
+.PHONY: check fuzz install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-cpu bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -244,6 +245,17 @@ bench-mqtt: deps models build
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || $(MAKE) --no-print-directory apt-deps APT_PACKAGES="mosquitto"
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench-mqtt --camclassd .build/release/camclassd --model $(MODEL) \
 	  --source samples --fps 30 --seconds 20
+
+# What the daemon costs the robot's cores: the release camclassd as a child process replaying 640x480
+# photos at 1 FPS (nearly idle), 30 FPS and unpaced, on the BPU stand-in (inference costs the CPU
+# almost nothing) and on OpenVINO: CPU ms per frame for the process and per named thread, wake-ups
+# per second (context switches, from /proc) and RSS (figures; not a pass/fail test).
+BENCH_CPU_SECONDS ?= 20
+bench-cpu: deps models standin
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclassd
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclass
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench-cpu --camclassd .build/release/camclassd \
+	  --seconds $(BENCH_CPU_SECONDS)
 
 bench-deps: venv
 	@$(VPY) -c 'import cv2' 2>/dev/null || $(VENV)/bin/pip install -q opencv-python-headless

@@ -5,6 +5,7 @@ import Pipeline
 import Publishing
 import ServiceLifecycle
 import Support
+import Synchronization
 import UnixSignals
 
 /// Records the daemon itself sends to subscribers and the rolling log (besides classifications):
@@ -51,8 +52,17 @@ struct SupervisedPipelineService: Service {
     let supervisor: PipelineSupervisor
 
     func run() async throws {
-        while !Task.isShuttingDownGracefully && !supervisor.finishedOnItsOwn() {
-            try? await Task.sleep(for: .milliseconds(20))
+        // Suspended (no thread, no timer) until the pipeline ends on its own or shutdown begins.
+        let end = OneShotEvent()
+        supervisor.whenEndedOnItsOwn { end.fire() }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await end.wait()
+            } onGracefulShutdown: {
+                end.fire()
+            }
+        } onCancel: {
+            end.fire()
         }
         let reason: String
         if Task.isShuttingDownGracefully {
@@ -63,6 +73,37 @@ struct SupervisedPipelineService: Service {
             reason = "end of source"
         }
         await runBlocking { [supervisor] in supervisor.stop(reason: reason) }
+    }
+}
+
+/// A one-time event to await: `wait` suspends until `fire` (from any thread) has been called;
+/// afterwards it returns at once. Resumes its waiters through continuations, so an awaiting
+/// service costs nothing until the event happens.
+/// Thread context: any thread / any task.
+final class OneShotEvent: Sendable {
+    private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    func fire() {
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            if s.fired { return [] }
+            s.fired = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    var isFired: Bool { state.withLock { $0.fired } }
+
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                if s.fired { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
     }
 }
 

@@ -83,6 +83,8 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
     }
     private let state = Mutex(State())
     private let detached = Atomic<Bool>(false)
+    /// Wakes the stall hook's wait when the capture thread is detached or stopped.
+    private let detachedWake = Condition()
     private var delivered = 0   // capture thread only (generations are joined in between)
 
     init(inner: any FrameSource, stallAfterFrames: Int?) {
@@ -106,7 +108,8 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
     func nextFrame(into frame: inout NV12Frame) throws -> Bool {
         if detached.load(ordering: .acquiring) { return false }
         if let limit = stallAfterFrames, delivered >= limit {
-            while !detached.load(ordering: .acquiring) { usleep(10_000) }
+            // Like a camera that stopped streaming: block (no wake-ups) until stopped or detached.
+            detachedWake.wait(until: { detached.load(ordering: .acquiring) })
             return false
         }
         guard try inner.nextFrame(into: &frame) else { return false }
@@ -116,6 +119,7 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
 
     func requestStop() {
         detached.store(true, ordering: .releasing)
+        detachedWake.broadcast()
         if !state.withLock({ $0.handingOver }) { inner.requestStop() }
     }
 
@@ -214,6 +218,10 @@ public final class PipelineSupervisor: @unchecked Sendable {
     let logger: Logger
     /// How long a hand-over waits for the old capture thread before stopping the source for real.
     var handOverTimeoutNs: UInt64 = 2_000_000_000
+    /// Runs once when the current generation ends on its own (see `whenEndedOnItsOwn`).
+    private let ended = Mutex<(fired: Bool, observers: [@Sendable () -> Void])>((false, []))
+    /// Wakes `waitFirstRecord` (a record sent READY=1, or shutdown began).
+    private let readyWake = Condition()
 
     init(config: DaemonConfig, parts: EngineParts, source: SourceHandle, pipeline: ClassificationPipeline,
          notifier: ProgressNotifier, recordSinks: [any RecordSink], pipelineSinks: [any RecordSink],
@@ -226,6 +234,39 @@ public final class PipelineSupervisor: @unchecked Sendable {
         self.onResult = onResult
         self.configProvider = configProvider
         self.logger = logger
+        watch(pipeline)
+        notifier.whenReady { [readyWake] in readyWake.broadcast() }
+    }
+
+    /// Hears when `pipeline` finishes; it counts as the daemon's end only while it is the current
+    /// generation and no swap is replacing it (a swap re-checks when it is done).
+    private func watch(_ pipeline: ClassificationPipeline) {
+        pipeline.whenFinished { [weak self, weak pipeline] in
+            guard let self, let pipeline else { return }
+            if self.state.withLock({ !$0.swapping && $0.current.pipeline === pipeline }) { self.fireEnded() }
+        }
+    }
+
+    private func fireEnded() {
+        let observers = ended.withLock { e -> [@Sendable () -> Void] in
+            if e.fired { return [] }
+            e.fired = true
+            defer { e.observers = [] }
+            return e.observers
+        }
+        for observe in observers { observe() }
+    }
+
+    /// Runs `body` once when the current pipeline ends on its own (frame limit, end of a replay,
+    /// failure), not because a reload is replacing it: at once when it already has. `body` runs on
+    /// the pipeline's result thread or the reload thread and must not block.
+    func whenEndedOnItsOwn(_ body: @escaping @Sendable () -> Void) {
+        let already = ended.withLock { e -> Bool in
+            if e.fired { return true }
+            e.observers.append(body)
+            return false
+        }
+        if already { body() }
     }
 
     var current: Generation { state.withLock { $0.current } }
@@ -247,11 +288,14 @@ public final class PipelineSupervisor: @unchecked Sendable {
     /// True when the current pipeline ended on its own (frame limit, end of a replay, failure),
     /// not because a reload is replacing it.
     func finishedOnItsOwn() -> Bool {
-        state.withLock { s in !s.swapping && s.current.pipeline.waitFinished(timeoutNs: 0) }
+        state.withLock { s in !s.swapping && s.current.pipeline.isFinished }
     }
 
     /// Graceful shutdown has begun: a reload in progress stops waiting and swaps nothing in.
-    func noteShutdown() { state.withLock { $0.shuttingDown = true } }
+    func noteShutdown() {
+        state.withLock { $0.shuttingDown = true }
+        readyWake.broadcast()
+    }
 
     /// Stops the current pipeline (after any swap in progress), drains it, closes the source and
     /// sends the final `shutdown` record to the socket and the log. Blocks.
@@ -382,6 +426,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
             }
             let published = state.withLock { $0.finishedCounters?.published ?? 0 }
             let pipeline = makeGenerationPipeline(config: next, parts: parts, source: source, publishedSoFar: published)
+            watch(pipeline)
             publishLifecycle(LifecycleRecord.reload(model: parts.model.name, engine: parts.engine.info.summary,
                                                     source: source.name, changed: changed))
             notifier.armReady(status: statusLine(config: next, parts: parts, source: source, state: "running"))
@@ -399,6 +444,9 @@ public final class PipelineSupervisor: @unchecked Sendable {
             }
             return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: nil)
         }
+        // A generation that ended while the swap ran (the old one failed meanwhile, or the new one
+        // ended at once) was not counted as the daemon's end then.
+        if finishedOnItsOwn() { fireEnded() }
         // Outside the swap lock: measure the gap once the new pipeline publishes (not waited for
         // when the daemon is stopping).
         guard case .applied = swapped else { return swapped }
@@ -419,6 +467,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
         }
         let published = state.withLock { $0.finishedCounters?.published ?? 0 }
         let pipeline = makeGenerationPipeline(config: old.config, parts: old.parts, source: source, publishedSoFar: published)
+        watch(pipeline)
         notifier.armReady(status: statusLine(config: old.config, parts: old.parts, source: source, state: "running"))
         do { try pipeline.start() } catch {
             logger.error("reload: the previous pipeline cannot restart", metadata: ["error": "\(error)"])
@@ -440,15 +489,15 @@ public final class PipelineSupervisor: @unchecked Sendable {
         return makePipeline(config: c, parts: parts, source: source, sinks: pipelineSinks, logger: logger, onResult: onResult)
     }
 
-    /// Milliseconds from the old pipeline's last record to the new one's first, waiting up to `timeoutNs`.
+    /// Milliseconds from the old pipeline's last record to the new one's first, waiting up to
+    /// `timeoutNs` (woken by the record that sends READY=1, or by shutdown).
     private func waitFirstRecord(after lastOld: UInt64, timeoutNs: UInt64) -> Double? {
-        let deadline = Clock.monotonicNs() + timeoutNs
-        while Clock.monotonicNs() < deadline && !state.withLock({ $0.shuttingDown }) {
-            let t = notifier.readyMonotonicNs
-            if t != 0 { return lastOld == 0 ? nil : Double(t &- lastOld) / 1e6 }
-            usleep(2000)
-        }
-        return nil
+        _ = readyWake.wait(timeoutNs: timeoutNs, until: {
+            notifier.readyMonotonicNs != 0 || state.withLock { $0.shuttingDown }
+        })
+        let t = notifier.readyMonotonicNs
+        guard t != 0, lastOld != 0 else { return nil }
+        return Double(t &- lastOld) / 1e6
     }
 
     func publishLifecycle(_ line: [UInt8]) {

@@ -120,6 +120,8 @@ public final class ProgressNotifier: RecordSink, Sendable {
     private let lastRecordNs = Atomic<UInt64>(0)
     private let readyNs = Atomic<UInt64>(0)
     private let stopping = Atomic<Bool>(false)
+    /// Told when a record sent READY=1 (rare: after start-up and after each reload).
+    private let readyObserver = Mutex<(@Sendable () -> Void)?>(nil)
 
     public init(notifier: SystemdNotifier) {
         self.notifier = notifier
@@ -132,6 +134,12 @@ public final class ProgressNotifier: RecordSink, Sendable {
         readyPending.withLock { $0 = status }
         readyNs.store(0, ordering: .relaxed)
         armed.store(true, ordering: .releasing)
+    }
+
+    /// Runs `body` (on the result thread; must not block) each time a record sends the armed
+    /// READY=1, so that a waiter for it blocks instead of polling `readyMonotonicNs`.
+    public func whenReady(_ body: @escaping @Sendable () -> Void) {
+        readyObserver.withLock { $0 = body }
     }
 
     /// Sends `STOPPING=1` (with `status`); nothing follows it, neither READY nor pings, as the
@@ -159,6 +167,7 @@ public final class ProgressNotifier: RecordSink, Sendable {
            let status = readyPending.withLock({ s -> String? in defer { s = nil }; return s }) {
             notifier.send("READY=1\n" + SystemdNotifier.status(status))
             readyNs.store(now, ordering: .releasing)
+            readyObserver.withLock { $0 }?()
         }
         pingIfDue(nowNs: now)
     }

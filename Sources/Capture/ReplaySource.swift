@@ -1,6 +1,7 @@
 import Glibc
 import ImageOps
 import Logging
+import Support
 import Synchronization
 
 public enum ReplayError: Error, CustomStringConvertible {
@@ -56,6 +57,8 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
     private var next = 0
     private var nextDeadline: UInt64 = 0
     private let stopRequested = Atomic<Bool>(false)
+    /// The pacing wait: sleeps until the next frame's time, woken early only by `requestStop`.
+    private let pacing = Condition()
 
     /// Loads (decodes) every replayable file of `path` now. Bad files are skipped, counted in
     /// `skipped` and logged as a warning each; it fails only when no file is usable.
@@ -228,13 +231,13 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
             next = 0
         }
         if fps > 0 {
-            // Pace like a camera: absolute deadlines, sleeping in short slices so stop is prompt.
-            while true {
-                let now = Clock.monotonicNs()
-                if now >= nextDeadline { break }
-                if stopRequested.load(ordering: .relaxed) { return false }
-                Clock.sleep(untilMonotonicNs: min(nextDeadline, now + 50_000_000))
+            // Pace like a camera: absolute deadlines, one wake-up per frame; `requestStop` wakes
+            // the wait early, so stop is prompt without sleeping in slices.
+            let waitStart = Clock.monotonicNs()
+            if nextDeadline > waitStart {
+                _ = pacing.wait(timeoutNs: nextDeadline - waitStart, until: { stopRequested.load(ordering: .relaxed) })
             }
+            if stopRequested.load(ordering: .relaxed) { return false }
             let period = UInt64(1e9 / fps)
             nextDeadline += period
             let now = Clock.monotonicNs()
@@ -254,7 +257,10 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
         return true
     }
 
-    public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+    public func requestStop() {
+        stopRequested.store(true, ordering: .relaxed)
+        pacing.broadcast()
+    }
 
     public func close() {}
 }

@@ -116,6 +116,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
     private var nextToEmit: UInt64 = 0
     private var workersRunning = 0
     private var finished = false
+    /// Called once when the pipeline finishes (see `whenFinished`); guarded by `resultCond`.
+    private var finishObservers: [@Sendable () -> Void] = []
 
     private let captured = Atomic<Int>(0)
     private let sourceDropped = Atomic<Int>(0)
@@ -215,6 +217,21 @@ public final class ClassificationPipeline: @unchecked Sendable {
         resultCond.wait(timeoutNs: timeoutNs, until: { finished })
     }
 
+    /// Whether every thread's work is done (stopped, end of a replay, frame limit, failure). Never blocks.
+    public var isFinished: Bool { resultCond.locked { finished } }
+
+    /// Runs `body` once when the pipeline finishes: on the result thread as it ends, or at once on
+    /// the caller's thread when it already has. Lets an owner await the end instead of polling it.
+    /// `body` must not block (it runs on the result thread, after the last record).
+    public func whenFinished(_ body: @escaping @Sendable () -> Void) {
+        let already = resultCond.locked { () -> Bool in
+            if finished { return true }
+            finishObservers.append(body)
+            return false
+        }
+        if already { body() }
+    }
+
     // MARK: threads
 
     private func captureLoop() {
@@ -222,7 +239,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
         defer { queue.close() }
         while !stopRequested.load(ordering: .relaxed) {
             guard var frame = pool.acquire() else {
-                // Cannot happen with the pool sized as above; counted, and we back off briefly.
+                // Cannot happen with the pool sized as above; counted, and we back off briefly
+                // (a sleep, not a wait: no event would say a buffer came back, and it never idles here).
                 usleep(500)
                 continue
             }
@@ -320,8 +338,13 @@ public final class ClassificationPipeline: @unchecked Sendable {
         defer {
             let end: SourceState = error != nil ? .failed : (limitHit || sourceEnded.load(ordering: .relaxed)) ? .ended : .stopped
             stateRaw.store(end.rawValue, ordering: .relaxed)
-            resultCond.locked { finished = true }
+            let observers = resultCond.locked { () -> [@Sendable () -> Void] in
+                finished = true
+                defer { finishObservers = [] }
+                return finishObservers
+            }
             resultCond.broadcast()
+            for observe in observers { observe() }
         }
         while true {
             var index = -1

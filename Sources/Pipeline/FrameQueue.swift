@@ -26,6 +26,8 @@ public final class FrameQueue: @unchecked Sendable {
     private var nextTicket: UInt64 = 0
     private var droppedOldest = 0
     private var pushed = 0
+    /// Producers blocked in `push` (`.block` policy): a push then wakes everyone, not one consumer.
+    private var producersWaiting = 0
 
     public init(capacity: Int, pool: FramePool, policy: Policy = .dropOldest) {
         precondition(capacity > 0)
@@ -43,9 +45,13 @@ public final class FrameQueue: @unchecked Sendable {
         let handle = frame.detach()
         var evicted: FrameHandle?
         if policy == .block {
+            cond.locked { producersWaiting += 1 }
             cond.wait(until: { count < capacity || closed })
+            cond.locked { producersWaiting -= 1 }
         }
+        var othersWaiting = false
         let accepted = cond.locked { () -> Bool in
+            othersWaiting = producersWaiting > 0
             if closed { evicted = handle; return false }
             if count == capacity {
                 evicted = ring[head]
@@ -60,7 +66,9 @@ public final class FrameQueue: @unchecked Sendable {
             return true
         }
         if let evicted { _ = pool.adopt(evicted) }  // the lease ends here: buffer back to the pool
-        cond.broadcast()
+        // One frame is work for one worker: waking them all would cost every idle worker a
+        // wake-up per frame. Only another blocked producer (waiting for room) needs everyone woken.
+        if !accepted || othersWaiting { cond.broadcast() } else { cond.signal() }
         return accepted
     }
 
@@ -69,8 +77,10 @@ public final class FrameQueue: @unchecked Sendable {
     public func pop() -> NV12Frame? {
         var handle: FrameHandle?
         var ticket: UInt64 = 0
+        var wasFull = false
         cond.wait(until: {
             if count > 0 {
+                wasFull = count == capacity
                 handle = ring[head]
                 ring[head] = nil
                 head = (head + 1) % capacity
@@ -82,7 +92,8 @@ public final class FrameQueue: @unchecked Sendable {
             return closed
         })
         guard let handle else { return nil }
-        cond.broadcast()
+        // Room for a producer: one can wait only while the queue is full (`.block`).
+        if wasFull { cond.broadcast() }
         var frame = pool.adopt(handle)
         frame.info.ticket = ticket
         return frame

@@ -150,6 +150,8 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         var ring: ByteRing
         var gap = ByteWriter(capacity: 256)
         var stopping = false
+        /// The writer waits with no timeout (nothing buffered, nothing due): the next record wakes it.
+        var writerIdle = false
         /// Records that did not fit in the buffer (ever), and those not yet marked in the file.
         var lostRecords = 0
         var unmarkedLost = 0
@@ -288,7 +290,13 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                 }
             }
             if s.unmarkedLost == 0 && s.ring.append(line) {
-                // The writer wakes on its own every `batchNs`; a signal only when the buffer fills.
+                // While records come, the writer wakes on its own every `batchNs` and takes them in
+                // batches; a signal only when the buffer fills, or for the first record after the
+                // writer went idle (nothing else would wake it).
+                if s.writerIdle {
+                    s.writerIdle = false
+                    return true
+                }
                 return s.ring.count >= wakeThreshold
             }
             s.lostRecords += 1
@@ -330,9 +338,11 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
 
     /// Moves everything buffered (whole records) into the writer's scratch; called with the
     /// condition's mutex held. True when there is something to write or the log is stopping.
-    private func takeBuffered(_ stop: inout Bool) -> Bool {
+    /// With `idle`, an empty buffer marks the writer idle, so the next `append` signals it.
+    private func takeBuffered(_ stop: inout Bool, idle: Bool = false) -> Bool {
         var stopping = false
         let end = state.withLock { s -> Int in
+            s.writerIdle = idle && s.ring.isEmpty && !s.stopping
             var end = pendingEnd
             while !s.ring.isEmpty {
                 let chunk = s.ring.readable
@@ -348,31 +358,47 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         return pendingEnd > 0 || stopping
     }
 
-    /// The writer takes what is buffered at least this often: records are written in batches
-    /// without the result thread waking the writer (a futex call, often a context switch) for each.
+    /// While records come, the writer takes what is buffered this often: records are written in
+    /// batches without the result thread waking the writer (a futex call, often a context switch)
+    /// for each.
     private static let batchNs: UInt64 = 25_000_000
+    /// After this many batch periods without a record the writer goes idle: it waits with no
+    /// timeout (only for a pending fsync) until the next record signals it. Two, not one, so that a
+    /// steady rate slower than one record per period (30 FPS: 33 ms) keeps the timer instead of
+    /// costing a signal and an empty wake-up per record.
+    private static let idleAfterEmptyBatches = 2
     private var wakeThreshold: Int { options.bufferBytes / 4 }
 
     private func writeLoop() {
+        var emptyBatches = 0
         while true {
             var stop = false
             if pendingStart == pendingEnd {
                 // Take everything buffered (whole records) into the writer's scratch, then write unlocked.
                 pendingStart = 0
                 pendingEnd = 0
+                let idle = emptyBatches >= Self.idleAfterEmptyBatches
                 // Non-escaping closures only: a stored closure capturing `stop` would allocate
                 // a context on every pass (this thread is part of the per-frame publish path).
-                var timeout = Self.batchNs
+                var timeout: UInt64? = idle ? nil : Self.batchNs
                 var fsyncDue = false
                 if let interval = fsyncIntervalNs, dirty {
                     // Wake up in time to honour the fsync interval even when records stop coming.
                     let due = lastFsyncNs + interval
                     let now = Clock.monotonicNs()
-                    if due <= timeout + now { timeout = due > now ? due - now : 0; fsyncDue = true }
+                    if timeout.map({ due <= $0 + now }) ?? true { timeout = due > now ? due - now : 0; fsyncDue = true }
                 }
-                // Returns at once when records are buffered, else after `timeout` with what came meanwhile.
-                let ready = wake.wait(timeoutNs: timeout, until: { takeBuffered(&stop) })
+                // Returns at once when records are buffered, else after `timeout` with what came
+                // meanwhile; idle (no timeout), when the next record or `stop` signals.
+                let ready: Bool
+                if let timeout {
+                    ready = wake.wait(timeoutNs: timeout, until: { takeBuffered(&stop, idle: idle) })
+                } else {
+                    wake.wait(until: { takeBuffered(&stop, idle: true) })
+                    ready = true
+                }
                 if !ready && fsyncDue { syncFile() }
+                emptyBatches = ready ? 0 : emptyBatches + 1
             } else {
                 // The last write failed: wait, then retry what is pending.
                 _ = wake.wait(timeoutNs: UInt64(options.retryMs) * 1_000_000, until: { state.withLock { $0.stopping } })

@@ -136,6 +136,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     private let snapshot = Mutex(Snapshot())
     private struct Snapshot {
         var subscribers: [SubscriberStats] = []
+        /// When each of `subscribers` connected: `connectedSeconds` is computed when read, as the
+        /// I/O thread publishes a snapshot only when something happens.
+        var connectedNs: [UInt64] = []
         var processed = 0
         var droppedTotal = 0
         var disconnectedTotal = 0
@@ -355,20 +358,30 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     /// Times accepting paused because the process ran out of file descriptors.
     public var acceptPauses: Int { snapshot.withLock { $0.acceptPauses } }
     public var publishedCount: Int { published.load(ordering: .relaxed) }
-    public var subscriberStats: [SubscriberStats] { snapshot.withLock { $0.subscribers } }
+    public var subscriberStats: [SubscriberStats] {
+        let now = Clock.monotonicNs()
+        return snapshot.withLock { s in
+            zip(s.subscribers, s.connectedNs).map { stats, since in
+                var st = stats
+                st.connectedSeconds = Double(now &- since) / 1e9
+                return st
+            }
+        }
+    }
+    /// Broadcast by the I/O thread after each pass (a snapshot published), for `stop`'s flush wait.
+    private let progress = Condition()
 
     /// Stops accepting, gives subscribers up to `flushTimeoutMs` to receive what is published and
     /// buffered, closes them and removes the socket file.
     public func stop(flushTimeoutMs: Int = 1000) {
         guard listenFD >= 0 else { return }
-        let deadline = Clock.monotonicNs() + UInt64(flushTimeoutMs) * 1_000_000
-        while Clock.monotonicNs() < deadline {
-            let appended = journal.withLock { $0.appended }
-            let pending = snapshot.withLock { s in s.processed < appended || s.subscribers.contains { $0.buffered > 0 } }
-            if !pending { break }
-            signalIO()
-            usleep(2000)
-        }
+        // Wait for the I/O thread's passes (each one publishes a snapshot and broadcasts `progress`)
+        // until nothing is pending, or the time is up.
+        let appended = journal.withLock { $0.appended }
+        signalIO()
+        _ = progress.wait(timeoutNs: UInt64(max(0, flushTimeoutMs)) * 1_000_000, until: {
+            !snapshot.withLock { s in s.processed < appended || s.subscribers.contains { $0.buffered > 0 } }
+        })
         stopping.store(true, ordering: .relaxed)
         signalIO()
         ioThread?.join()
@@ -405,15 +418,18 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         defer { scratch.deallocate() }
         while !stopping.load(ordering: .relaxed) {
             fds.removeAll(keepingCapacity: true)
-            var timeoutMs: Int32 = 500
+            // No timeout unless something is due at a time: the end of an accept pause, or of an
+            // evicted subscriber's linger. Otherwise only descriptors wake this thread (a record
+            // through the wake-up pipe, a client, a request): an idle socket costs no wake-ups.
+            var dueNs: UInt64 = 0
+            let now = Clock.monotonicNs()
             if acceptPausedUntilNs != 0 {
-                let now = Clock.monotonicNs()
-                if now >= acceptPausedUntilNs {
-                    acceptPausedUntilNs = 0
-                } else {
-                    timeoutMs = Int32(clamping: min(UInt64(500), (acceptPausedUntilNs - now) / 1_000_000 + 1))
-                }
+                if now >= acceptPausedUntilNs { acceptPausedUntilNs = 0 } else { dueNs = acceptPausedUntilNs }
             }
+            for sub in subscribers where sub.closeReason == nil && sub.lingerReason != nil {
+                if dueNs == 0 || sub.lingerUntilNs < dueNs { dueNs = sub.lingerUntilNs }
+            }
+            let timeoutMs: Int32 = dueNs == 0 ? -1 : Int32(clamping: (dueNs > now ? (dueNs - now) / 1_000_000 : 0) + 1)
             // A negative fd is ignored by poll: while accepting is paused the backlog waits.
             fds.append(pollfd(fd: acceptPausedUntilNs == 0 ? listenFD : -1, events: Int16(POLLIN), revents: 0))
             fds.append(pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0))
@@ -444,6 +460,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             flushWritable()
             reapClosed()
             publishSnapshot()
+            progress.broadcast()
         }
         // Last chance for what was published just before the stop.
         drainJournal()
@@ -455,7 +472,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let now = Clock.monotonicNs()
         snapshot.withLock { s in
             s.subscribers.removeAll(keepingCapacity: true)
+            s.connectedNs.removeAll(keepingCapacity: true)
             for sub in subscribers {
+                s.connectedNs.append(sub.connectedNs)
                 s.subscribers.append(SubscriberStats(id: sub.id, delivered: sub.delivered, dropped: sub.dropped, buffered: sub.ring.count,
                                                      filtered: sub.filtered, requests: sub.requests,
                                                      connectedSeconds: Double(now - sub.connectedNs) / 1e9))

@@ -52,6 +52,14 @@ public final class Condition: @unchecked Sendable {
         return try body()
     }
 
+    /// Wakes one waiter: only when every waiter waits for the same thing and any one of them can
+    /// act on it (one item for one consumer); otherwise `broadcast`.
+    public func signal() {
+        pthread_mutex_lock(mutex)
+        pthread_cond_signal(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
     /// Wakes every waiter (each re-checks its own condition).
     public func broadcast() {
         pthread_mutex_lock(mutex)

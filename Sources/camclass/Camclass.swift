@@ -15,5 +15,5 @@ struct Camclass: ParsableCommand {
         commandName: "camclass",
         abstract: "Client and tools for camclassd.",
         subcommands: [Subscribe.self, Bench.self, Models.self, Cameras.self, BenchConvert.self, Eval.self,
-                      Status.self, Last.self, Tail.self, BenchFanout.self, MQTT.self, Fleet.self, BenchMQTT.self])
+                      Status.self, Last.self, Tail.self, BenchFanout.self, MQTT.self, Fleet.self, BenchMQTT.self, BenchCPU.self])
 }
