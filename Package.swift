@@ -17,7 +17,8 @@ import PackageDescription
 //   the human line format, the log follower).
 // - CamclassDaemon: configuration, `buildDaemon(config:)`, the supervisor and reload, services,
 //   systemd notification and logging: what `camclassd` needs and nothing else.
-// - CamclassTools: benchmarks, eval, model table, camera listing and their reports.
+// - CamclassTools: benchmarks (pipeline, fan-out, CPU, MQTT), eval, model table, camera listing and
+//   their reports.
 // - MQTTBridge: `camclass mqtt` and `camclass fleet`, a client of the socket and of a broker.
 // - Thin C modules: shim headers over system libraries; the inference libraries are dlopened, so the
 //   build needs neither OpenVINO nor libdnn.so.
@@ -85,7 +86,7 @@ let package = Package(
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
         .target(name: "CamclassTools", dependencies: [
-            "CamclassDaemon", "Client", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "WireFormat", "Support",
+            "CamclassDaemon", "Client", "MQTTBridge", "Capture", "ImageOps", "Inference", "Pipeline", "Publishing", "WireFormat", "Support",
             .product(name: "Logging", package: "swift-log"),
         ]),
 

@@ -184,21 +184,21 @@ public enum CPUBenchmark {
             try (yaml + "\nlog:\n  max_bytes: 0\n").write(toFile: run + "/camclassd.yaml", atomically: true, encoding: .utf8)
             args += ["--config", run + "/camclassd.yaml"]
         }
-        let daemon = try spawn(o.camclassd, args, environment: backend.environment, stderr: run + "/camclassd.log")
-        defer { stopProcess(daemon) }
+        let daemon = try BenchProcess.spawn(o.camclassd, args, environment: backend.environment, stderr: run + "/camclassd.log")
+        defer { BenchProcess.stopProcess(daemon) }
         let pid = daemon.processIdentifier
-        guard waitFor(seconds: 180, { FileManager.default.fileExists(atPath: socket) || !daemon.isRunning }), daemon.isRunning else {
-            throw Failure(description: "camclassd did not open \(socket): \(tail(run + "/camclassd.log"))")
+        guard BenchProcess.waitFor(seconds: 180, { FileManager.default.fileExists(atPath: socket) || !daemon.isRunning }), daemon.isRunning else {
+            throw Failure(description: "camclassd did not open \(socket): \(BenchProcess.tail(run + "/camclassd.log"))")
         }
-        guard waitFor(seconds: 30, { ((try? published(socket: socket)) ?? 0) > 0 }) else {
-            throw Failure(description: "camclassd published nothing: \(tail(run + "/camclassd.log"))")
+        guard BenchProcess.waitFor(seconds: 30, { ((try? published(socket: socket)) ?? 0) > 0 }) else {
+            throw Failure(description: "camclassd published nothing: \(BenchProcess.tail(run + "/camclassd.log"))")
         }
         pause(seconds: o.warmupSeconds)
         // The status requests are outside the window: a request is a wake-up of its own.
         let p0 = try published(socket: socket)
-        guard let s0 = ProcessSample.read(pid: pid) else { throw Failure(description: "camclassd exited: \(tail(run + "/camclassd.log"))") }
+        guard let s0 = ProcessSample.read(pid: pid) else { throw Failure(description: "camclassd exited: \(BenchProcess.tail(run + "/camclassd.log"))") }
         pause(seconds: o.seconds)
-        guard let s1 = ProcessSample.read(pid: pid) else { throw Failure(description: "camclassd exited: \(tail(run + "/camclassd.log"))") }
+        guard let s1 = ProcessSample.read(pid: pid) else { throw Failure(description: "camclassd exited: \(BenchProcess.tail(run + "/camclassd.log"))") }
         let p1 = try published(socket: socket)
         return Row(backend: backend.name, rate: rate, frames: max(0, p1 - p0), delta: s1.since(s0))
     }
@@ -238,47 +238,12 @@ public enum CPUBenchmark {
 
     // MARK: the child process
 
-    static func spawn(_ path: String, _ args: [String], environment: [String: String], stderr: String) throws -> Process {
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw Failure(description: "'\(path)' is not an executable camclassd (build it: swift build -c release --product camclassd)")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        // Not under this shell's service manager, whatever runs the benchmark.
-        for key in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] { env[key] = nil }
-        for (k, v) in environment { env[k] = v }
-        p.environment = env
-        _ = FileManager.default.createFile(atPath: stderr, contents: nil)
-        p.standardError = FileHandle(forWritingAtPath: stderr)
-        p.standardOutput = FileHandle.nullDevice
-        do { try p.run() } catch { throw Failure(description: "cannot start \(path): \(error)") }
-        return p
-    }
-
-    static func stopProcess(_ p: Process) {
-        guard p.isRunning else { return }
-        kill(p.processIdentifier, SIGTERM)
-        if !waitFor(seconds: 15, { !p.isRunning }) { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-    }
-
     static func pause(seconds: Double) {
         _ = Condition().wait(timeoutNs: UInt64(max(0, seconds) * 1e9)) { false }
     }
 
     /// Checks `condition` every 50 ms (the benchmark's own process, outside what is measured).
-    static func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Clock.monotonicNs() + UInt64(seconds * 1e9)
-        while Clock.monotonicNs() < deadline {
-            if condition() { return true }
-            pause(seconds: 0.05)
-        }
-        return condition()
-    }
 
-    static func tail(_ path: String) -> String { String((readTextFile(path) ?? "").suffix(1500)) }
 
     static func fmt(_ v: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", v) }
 

@@ -1,3 +1,4 @@
+import CamclassTools
 import ArgumentParser
 import CamclassDaemon
 import Foundation

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Client
+import MQTTBridge
 import WireFormat
 import Support
 import Synchronization
@@ -49,20 +50,20 @@ public enum MQTTBenchmark {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let port = try freeLoopbackPort()
         try "listener \(port) 127.0.0.1\nallow_anonymous true\npersistence false\n".write(toFile: dir + "/mosquitto.conf", atomically: true, encoding: .utf8)
-        let broker = try spawn(o.mosquitto, ["-c", dir + "/mosquitto.conf"], stderr: dir + "/mosquitto.log")
-        defer { stopProcess(broker) }
+        let broker = try BenchProcess.spawn(o.mosquitto, ["-c", dir + "/mosquitto.conf"], stderr: dir + "/mosquitto.log")
+        defer { BenchProcess.stopProcess(broker) }
         let socket = dir + "/s.sock"
-        let daemon = try spawn(o.camclassd, ["--source", o.source, "--model", o.model, "--socket", socket, "--log", dir + "/c.log",
+        let daemon = try BenchProcess.spawn(o.camclassd, ["--source", o.source, "--model", o.model, "--socket", socket, "--log", dir + "/c.log",
                                              "--fps", "\(o.fps)"], stderr: dir + "/camclassd.log")
-        defer { stopProcess(daemon) }
+        defer { BenchProcess.stopProcess(daemon) }
         log("waiting for camclassd (model compile)…")
-        guard waitFor(seconds: 120, { FileManager.default.fileExists(atPath: socket) }) else {
-            throw Failure(description: "camclassd did not open \(socket): \(tail(dir + "/camclassd.log"))")
+        guard BenchProcess.waitFor(seconds: 120, { FileManager.default.fileExists(atPath: socket) }) else {
+            throw Failure(description: "camclassd did not open \(socket): \(BenchProcess.tail(dir + "/camclassd.log"))")
         }
         try "classification:\n  max_rate_hz: 0\ntopics:\n  classification_qos: \(o.qos)\n".write(toFile: dir + "/mqtt.yaml", atomically: true, encoding: .utf8)
-        let bridge = try spawn(o.camclass, ["mqtt", "--config", dir + "/mqtt.yaml", "--socket", socket, "--broker", "mqtt://127.0.0.1:\(port)",
+        let bridge = try BenchProcess.spawn(o.camclass, ["mqtt", "--config", dir + "/mqtt.yaml", "--socket", socket, "--broker", "mqtt://127.0.0.1:\(port)",
                                             "--robot", "bench"], stderr: dir + "/bridge.log")
-        defer { stopProcess(bridge) }
+        defer { BenchProcess.stopProcess(bridge) }
 
         // The MQTT side: latency from the record's capture_ns (CLOCK_MONOTONIC, this machine).
         struct Samples { var mqtt: [Double] = []; var socket: [Double] = []; var measuring = false }
@@ -97,7 +98,7 @@ public enum MQTTBenchmark {
         log("warming up \(o.warmupSeconds) s…")
         let pause = Condition()
         _ = pause.wait(timeoutNs: UInt64(o.warmupSeconds * 1e9)) { false }
-        guard bridge.isRunning else { throw Failure(description: "the bridge exited: \(tail(dir + "/bridge.log"))") }
+        guard bridge.isRunning else { throw Failure(description: "the bridge exited: \(BenchProcess.tail(dir + "/bridge.log"))") }
         let cpu0 = cpuSeconds(pid: bridge.processIdentifier)
         let t0 = Clock.monotonicNs()
         samples.withLock { $0.measuring = true }
@@ -112,7 +113,7 @@ public enum MQTTBenchmark {
         r.mqttMs = percentiles(got.mqtt)
         r.socketMs = percentiles(got.socket)
         r.bridgeCPUSeconds = cpu1 - cpu0
-        guard r.messages > 0 else { throw Failure(description: "no MQTT messages arrived: \(tail(dir + "/bridge.log"))") }
+        guard r.messages > 0 else { throw Failure(description: "no MQTT messages arrived: \(BenchProcess.tail(dir + "/bridge.log"))") }
         return r
     }
 
@@ -163,33 +164,7 @@ public enum MQTTBenchmark {
         return Int(UInt16(bigEndian: a.sin_port))
     }
 
-    static func spawn(_ path: String, _ args: [String], stderr: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        _ = FileManager.default.createFile(atPath: stderr, contents: nil)
-        p.standardError = FileHandle(forWritingAtPath: stderr)
-        p.standardOutput = FileHandle.nullDevice
-        do { try p.run() } catch { throw Failure(description: "cannot start \(path): \(error)") }
-        return p
-    }
 
-    static func stopProcess(_ p: Process) {
-        guard p.isRunning else { return }
-        kill(p.processIdentifier, SIGTERM)
-        if !waitFor(seconds: 15, { !p.isRunning }) { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
-    }
 
-    static func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Clock.monotonicNs() + UInt64(seconds * 1e9)
-        let tick = Condition()
-        while Clock.monotonicNs() < deadline {
-            if condition() { return true }
-            _ = tick.wait(timeoutNs: 20_000_000) { false }
-        }
-        return condition()
-    }
 
-    static func tail(_ path: String) -> String { String((readTextFile(path) ?? "").suffix(1500)) }
 }
