@@ -177,7 +177,8 @@ install: $(if $(NO_BUILD),,$(if $(filter .build/release,$(BIN_DIR)),build))
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml ]; then \
 	  echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml"; \
 	else \
-	  sed 's|^\(  path: \)models/|\1$(DATADIR)/models/|' config/camclassd.yaml > $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml; \
+	  sed -e 's|^\(  path: \)models/|\1$(DATADIR)/models/|' -e 's|^\(  groups: \)coarse-groups.yaml|\1$(DATADIR)/coarse-groups.yaml|' \
+	    config/camclassd.yaml > $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml; \
 	  chmod 0644 $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml; \
 	fi
 	install -m 0644 config/imagenet1k-labels.txt config/imagenet1k-wnids.txt config/models.yaml $(DESTDIR)$(DATADIR)/

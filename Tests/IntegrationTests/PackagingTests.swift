@@ -35,8 +35,13 @@ import Testing
                   "opt/cc/lib/systemd/system/camclassd.service.d/openvino.conf"] {
             #expect(FileManager.default.fileExists(atPath: dest + "/" + f), "missing \(f)")
         }
-        // The installed config is valid for the installed daemon.
-        let (ok, checked) = try await Self.run([dest + "/opt/cc/bin/camclassd", "--config", dest + "/etc/camclassd/camclassd.yaml", "--check-config"])
+        #expect(config.contains("groups: /opt/cc/share/camclassd/coarse-groups.yaml"), "the groups file where install puts it")
+        // The installed config is valid for the installed daemon, and every file it names is installed:
+        // checked with its absolute paths moved into the staging root (--check-config checks files).
+        let staged = dest + "/etc/camclassd/staged.yaml"
+        try config.replacingOccurrences(of: "/opt/cc/", with: dest + "/opt/cc/")
+            .replacingOccurrences(of: "/var/log/camclassd/", with: dest + "/").write(toFile: staged, atomically: true, encoding: .utf8)
+        let (ok, checked) = try await Self.run([dest + "/opt/cc/bin/camclassd", "--config", staged, "--check-config"])
         #expect(ok == 0, "\(checked)")
         // A second install keeps an existing (edited) config.
         try "# edited\n".write(toFile: dest + "/etc/camclassd/camclassd.yaml", atomically: true, encoding: .utf8)
