@@ -11,11 +11,15 @@ import Yams
 public struct DaemonOptions: ConfigSection {
     public static let section = "daemon"
     public var logLevel: Logger.Level = .info
+    /// A graceful stop (drain, final record, flush) that takes longer ends the process with
+    /// EX_SOFTWARE; keep it below the unit's TimeoutStopSec.
+    public var stopTimeoutSeconds = 10
     public init() {}
 
     public init(reader r: inout ConfigSectionReader) throws(ConfigError) {
         self.init()
         logLevel = try r.choice("log_level", logLevel)
+        stopTimeoutSeconds = try r.int("stop_timeout_s", stopTimeoutSeconds, 1...3600, unit: "seconds")
     }
 }
 

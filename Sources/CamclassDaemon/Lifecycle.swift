@@ -177,13 +177,13 @@ struct NotifyService: Service {
 /// began — a wedged driver call, say — the process exits with EX_SOFTWARE rather than wait for
 /// systemd's SIGKILL. Cancelled when `run()` returns.
 public final class ShutdownDeadline: Sendable {
-    public static let defaultSeconds = 10
     let seconds: Int
     private let done = AtomicFlag()
     private let armed = AtomicFlag()
     private let wake = Condition()
 
-    init(seconds: Int = ShutdownDeadline.defaultSeconds) { self.seconds = seconds }
+    /// - Parameter seconds: `daemon.stop_timeout_s`.
+    init(seconds: Int) { self.seconds = seconds }
 
     func arm(logger: Logger) {
         guard !armed.isSet else { return }

@@ -110,7 +110,7 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
             let daemon = try await onDedicatedThread("camclass-load") {
                 try buildDaemon(config: config, logger: logger, onResult: onResult, reloadConfig: reload)
             }
-            try await daemon.run(shutdownBoundSeconds: ShutdownDeadline.defaultSeconds)
+            try await daemon.run(shutdownBoundSeconds: config.daemon.stopTimeoutSeconds)
         } catch let e as DaemonError {
             logger.critical("\(e.message)")
             throw ExitCode(e.status.code)

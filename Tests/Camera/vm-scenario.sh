@@ -78,6 +78,9 @@ log:
   path: $OUT/$1.log
 daemon:
   log_level: ${4:-debug}
+  # Under TCG one inference takes 6-10 s: draining the frame in flight and the queued one on
+  # SIGTERM can take 20 s, past the default 10 s stop bound (measured in this VM).
+  stop_timeout_s: 60
 EOF
 }
 

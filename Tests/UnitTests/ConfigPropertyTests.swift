@@ -27,7 +27,7 @@ struct ConfigPropertyTests {
         "log.path", "log.format", "log.max_bytes", "log.rotate_daily", "log.keep", "log.gzip", "log.fsync",
         "log.fsync_interval_ms", "log.buffer_bytes",
         "stable.enabled", "stable.smoothing", "stable.enter", "stable.leave", "stable.min_dwell_ms", "stable.groups",
-        "daemon.log_level",
+        "daemon.log_level", "daemon.stop_timeout_s",
     ]
 
     /// Keys whose value is checked against another key's default: the error names the other key.
