@@ -29,7 +29,10 @@ public final class Daemon: @unchecked Sendable {
     public var model: ModelDescriptor { supervisor.current.parts.model }
     public var labels: LabelSet { supervisor.current.parts.labels }
     public var engine: any InferenceEngine { supervisor.current.parts.engine }
-    public var source: any FrameSource { supervisor.current.source.inner }
+    /// The first source (the only one of a single-camera daemon).
+    public var source: any FrameSource { supervisor.current.sources[0].inner }
+    /// Every source, in configuration order.
+    public var sources: [any FrameSource] { supervisor.current.sources.map(\.inner) }
     public var pipeline: ClassificationPipeline { supervisor.current.pipeline }
     // These stay for the daemon's life, so subscribers stay connected across reloads.
     public let socket: UnixSocketPublisher
@@ -51,7 +54,8 @@ public final class Daemon: @unchecked Sendable {
     ///   takes longer ends the process with EX_SOFTWARE; nil in-process (tests), which must not exit.
     /// - Throws: `DaemonError` when a stage cannot start or failed while running (its sysexits code).
     public func run(shutdownBoundSeconds: Int? = nil) async throws {
-        let config = self.config, source = self.source
+        let config = self.config
+        let names = supervisor.current.sources.map(\.name).joined(separator: ",")
         do { try log.start() } catch {
             throw DaemonError(message: "cannot open the rolling log '\(config.log.path)': \(error)", status: .cantCreate)
         }
@@ -64,10 +68,10 @@ public final class Daemon: @unchecked Sendable {
         do { try supervisor.start() } catch {
             socket.stop()
             log.stop()
-            throw DaemonError(message: "cannot start the source '\(source.name)': \(error)", status: .unavailable)
+            throw DaemonError(message: "cannot start the sources (\(names)): \(error)", status: .unavailable)
         }
         logger.info("camclassd running", metadata: [
-            "source": "\(source.name)", "model": "\(model.name)", "engine": "\(engine.info.summary)"])
+            "sources": "\(names)", "model": "\(model.name)", "engine": "\(engine.info.summary)"])
 
         // ServiceGroup runs the graceful shutdown on signals and stops services in reverse order:
         // STOPPING=1, a reload in progress finishes, the pipeline drains and sends the final record,
@@ -82,7 +86,7 @@ public final class Daemon: @unchecked Sendable {
                 .init(service: ReloadService(supervisor: supervisor)),
                 .init(service: NotifyService(supervisor: supervisor, deadline: deadline, logger: logger)),
                 .init(service: LivenessWatchdogService(notifier: supervisor.notifier,
-                                                       liveness: { [supervisor] in supervisor.current.source.liveness })),
+                                                       liveness: { [supervisor] in supervisor.liveness })),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
@@ -130,16 +134,24 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
     let socket = UnixSocketPublisher(options: config.publish, logger: logger)
     let log = RollingLog(options: config.log, logger: logger)
 
-    // The source first: a busy or inaccessible camera is reported before a long model compile.
-    let source = try makeWiredSource(config: config, logger: logger, eventSinks: [socket, log])
+    // The sources first: a busy or inaccessible camera is reported before a long model compile.
+    var handles: [SourceHandle] = []
+    do {
+        for spec in config.sources {
+            handles.append(SourceHandle(inner: try makeWiredSource(spec: spec, logger: logger, eventSinks: [socket, log]),
+                                        spec: spec, stallAfterFrames: config.debugStallAfterFrames))
+        }
+    } catch {
+        for h in handles { h.shutdown() }
+        throw error
+    }
     let parts = try loadEngineParts(config: config, logger: logger)
     _ = try config.recordVocabulary(labels: parts.labels)  // a bad stable.groups file stops start-up here
 
     let notifier = ProgressNotifier(notifier: .fromEnvironment())
-    let handle = SourceHandle(inner: source, stallAfterFrames: config.debugStallAfterFrames)
     let sinks: [any RecordSink] = [socket, log, notifier]
-    let pipeline = makePipeline(config: config, parts: parts, source: handle, sinks: sinks, logger: logger, onResult: onResult)
-    let supervisor = PipelineSupervisor(config: config, parts: parts, source: handle, pipeline: pipeline, notifier: notifier,
+    let pipeline = makePipeline(config: config, parts: parts, sources: handles, seqs: [:], sinks: sinks, logger: logger, onResult: onResult)
+    let supervisor = PipelineSupervisor(config: config, parts: parts, sources: handles, pipeline: pipeline, notifier: notifier,
                                         recordSinks: [socket, log], pipelineSinks: sinks, onResult: onResult,
                                         configProvider: reloadConfig, logger: logger)
     let daemon = Daemon(socket: socket, log: log, supervisor: supervisor, logger: logger)
@@ -185,12 +197,12 @@ func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts
     return EngineParts(model: model, labels: labels, engine: engine, logger: logger)
 }
 
-/// The frame source for `config`, its camera events going to `eventSinks` (at start-up, and on a
-/// reload that changes the source).
-func makeWiredSource(config: DaemonConfig, logger: Logger, eventSinks: [any RecordSink]) throws -> any FrameSource {
+/// The frame source for `spec`, its camera events going to `eventSinks` (at start-up, and on a
+/// reload that adds or changes it).
+func makeWiredSource(spec: SourceSpec, logger: Logger, eventSinks: [any RecordSink]) throws -> any FrameSource {
     let source: any FrameSource
-    do { source = try makeSource(config: config, logger: logger) } catch let e as DaemonError { throw e } catch {
-        throw DaemonError(message: "\(error)", status: .noInput)
+    do { source = try makeSource(spec: spec, logger: logger) } catch let e as DaemonError { throw e } catch {
+        throw DaemonError(message: "source '\(spec.name)': \(error)", status: .noInput)
     }
     if let camera = source as? V4L2Camera {
         camera.setEventHandler(CameraEventRecord.publisher(to: eventSinks))
@@ -198,8 +210,10 @@ func makeWiredSource(config: DaemonConfig, logger: Logger, eventSinks: [any Reco
     return source
 }
 
-/// A pipeline for `config` over `parts` and `source`, publishing to `sinks`. Nothing is started.
-func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSource, sinks: [any RecordSink], logger: Logger,
+/// A pipeline for `config` over `parts` and `sources`, publishing to `sinks`. Nothing is started.
+/// - Parameter seqs: each source's first `seq` by name (sources carried over a reload); 0 otherwise.
+func makePipeline(config: DaemonConfig, parts: EngineParts, sources: [SourceHandle], seqs: [String: UInt64],
+                  sinks: [any RecordSink], logger: Logger,
                   onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?) -> ClassificationPipeline {
     var options = config.pipeline
     options.frameLimit = config.frameLimit
@@ -210,8 +224,13 @@ func makePipeline(config: DaemonConfig, parts: EngineParts, source: any FrameSou
     for case let log as RollingLog in sinks { log.setVocabulary(options.vocabulary ?? RecordVocabulary(labels: parts.labels.names)) }
     let labels = parts.labels
     let observer = onResult.map { f in { @Sendable (r: ClassificationResult) in f(r, labels) } }
-    return ClassificationPipeline(source: source, engine: parts.engine, labels: labels, modelName: parts.model.name,
-                                  sinks: sinks, options: options, logger: logger, onResult: observer)
+    let pipeline = ClassificationPipeline(engine: parts.engine, labels: labels, modelName: parts.model.name,
+                                          sinks: sinks, options: options, logger: logger, onResult: observer)
+    for h in sources {
+        // Not started yet: adding only sizes and wires the source (nothing opens, nothing throws).
+        _ = try? pipeline.addSource(h, spec: LaneSpec(name: h.name, weight: h.spec.weight, firstSeq: seqs[h.name] ?? 0))
+    }
+    return pipeline
 }
 
 package func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: LabelSet, logger: Logger) throws -> any InferenceEngine {
@@ -224,8 +243,8 @@ package func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: La
     }
 }
 
-func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource {
-    var path = config.source.path
+func makeSource(spec: SourceSpec, logger: Logger) throws -> any FrameSource {
+    var path = spec.options.path
     if path == "auto" {
         // The first capture camera present, else the sample photos `make run` prepares.
         let found = V4L2Discovery.firstCamera()
@@ -238,11 +257,13 @@ func makeSource(config: DaemonConfig, logger: Logger) throws -> any FrameSource 
         }
         logger.info("source auto", metadata: ["source.path": "\(path)"])
     }
-    if isCameraPath(path) { return try makeCamera(path: path, config: config, logger: logger) }
-    let source = try ReplaySource(path: path, fps: config.source.fps, loop: config.source.loop, maxPixels: config.source.maxPixels, logger: logger)
+    if isCameraPath(path) { return try makeCamera(path: path, options: spec.camera, logger: logger) }
+    let o = spec.options
+    let source = try ReplaySource(path: path, fps: o.fps, loop: o.loop, maxPixels: o.maxPixels, logger: logger)
     logger.info("replay source loaded", metadata: [
-        "source.path": "\(path)", "source.files": "\(source.fileNames.count)", "source.skipped": "\(source.skipped.count)",
-        "source.fps": "\(config.source.fps == 0 ? "unlimited" : String(config.source.fps))", "source.loop": "\(config.source.loop)"])
+        "source": "\(spec.name)", "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
+        "source.skipped": "\(source.skipped.count)",
+        "source.fps": "\(o.fps == 0 ? "unlimited" : String(o.fps))", "source.loop": "\(o.loop)"])
     return source
 }
 
@@ -268,8 +289,8 @@ func isCameraPath(_ path: String) -> Bool {
 }
 
 /// Opens and negotiates the camera now, so the pipeline's pool gets the negotiated frame size.
-func makeCamera(path: String, config: DaemonConfig, logger: Logger) throws -> V4L2Camera {
-    let camera = V4L2Camera(options: config.camera.at(path: path), logger: logger)
+func makeCamera(path: String, options: CameraOptions, logger: Logger) throws -> V4L2Camera {
+    let camera = V4L2Camera(options: options.at(path: path), logger: logger)
     do { try camera.prepare() } catch {
         if case .permissionDenied = error { throw DaemonError(message: "\(error)", status: .noPermission) }
         throw DaemonError(message: "\(error)", status: .unavailable)

@@ -32,7 +32,7 @@ extension Daemon {
         hello.modelSHA256 = g.parts.modelSHA256
         hello.modelFile = g.parts.model.modelPath.split(separator: "/").last.map(String.init) ?? g.parts.model.modelPath
         hello.engine = g.parts.engine.info.summary
-        hello.source = g.source.name
+        hello.source = g.sources.first?.name ?? ""
         hello.labels = g.parts.labels.count
         hello.topK = g.config.model.topK
         hello.stable = g.config.stable.enabled
@@ -45,13 +45,13 @@ extension Daemon {
     /// generation read once.
     public func statusReport() -> StatusReport {
         let g = supervisor.current
-        let pipeline = g.pipeline, source = g.source.inner
+        let pipeline = g.pipeline, source = g.sources[0].inner
         var r = StatusReport()
         r.realtimeNs = Clock.realtimeNs()
         r.uptimeSeconds = ProcessClock.uptimeSeconds()
         r.modelID = g.parts.model.name
         r.engine = g.parts.engine.info.summary
-        r.sourceName = source.name
+        r.sourceName = g.sources[0].name
         r.sourceState = pipeline.sourceState
         let size = pipeline.frameSize
         r.width = size.width
@@ -63,7 +63,7 @@ extension Daemon {
         r.fpsOut = summary.fpsOut
         r.latency = summary.stages
         r.queueDepth = c.queueDepth
-        r.queueCapacity = pipeline.queue.capacity
+        r.queueCapacity = pipeline.options.queueCapacity
         r.captured = c.captured
         r.published = c.published
         r.drops.queueFull = c.droppedQueueFull

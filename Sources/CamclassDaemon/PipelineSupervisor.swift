@@ -75,6 +75,8 @@ struct FileStamp: Sendable, Equatable {
 /// joined in between); the hand-over calls come from the reload thread.
 final class SourceHandle: FrameSource, @unchecked Sendable {
     let inner: any FrameSource
+    /// The configured source (its name is what records carry).
+    let spec: SourceSpec
     let stallAfterFrames: Int?
     private struct State {
         var isOpen = false
@@ -87,12 +89,18 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
     private let detachedWake = Condition()
     private var delivered = 0   // capture thread only (generations are joined in between)
 
-    init(inner: any FrameSource, stallAfterFrames: Int?) {
+    init(inner: any FrameSource, spec: SourceSpec, stallAfterFrames: Int?) {
         self.inner = inner
+        self.spec = spec
         self.stallAfterFrames = stallAfterFrames
+        // `auto` unnamed: named after what it resolved to (a camera, the samples folder).
+        let unnamedAuto = spec.options.path == "auto" && spec.name == SourceSpec.derivedName(path: "auto")
+        name = unnamedAuto ? SourceSpec.derivedName(path: inner.name) : spec.name
     }
 
-    var name: String { inner.name }
+    /// The name records carry: the configured one.
+    let name: String
+    func reserveLeases(_ count: Int) { inner.reserveLeases(count) }
     var maxFrameSize: (width: Int, height: Int) { inner.maxFrameSize }
     var fileNames: [String] { inner.fileNames }
     var isLive: Bool { inner.isLive }
@@ -105,16 +113,16 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
         state.withLock { $0.isOpen = true }
     }
 
-    func nextFrame(into frame: inout NV12Frame) throws -> Bool {
-        if detached.load(ordering: .acquiring) { return false }
+    func nextFrame() throws -> FrameLease? {
+        if detached.load(ordering: .acquiring) { return nil }
         if let limit = stallAfterFrames, delivered >= limit {
             // Like a camera that stopped streaming: block (no wake-ups) until stopped or detached.
             detachedWake.wait(until: { detached.load(ordering: .acquiring) })
-            return false
+            return nil
         }
-        guard try inner.nextFrame(into: &frame) else { return false }
+        guard let frame = try inner.nextFrame() else { return nil }
         delivered += 1
-        return true
+        return frame
     }
 
     func requestStop() {
@@ -152,21 +160,6 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
     }
 }
 
-extension PipelineCounters {
-    /// Counters of two pipeline generations added up (the queue depth is the later one's).
-    func adding(_ o: PipelineCounters) -> PipelineCounters {
-        var c = self
-        c.captured += o.captured
-        c.published += o.published
-        c.droppedQueueFull += o.droppedQueueFull
-        c.droppedPoolExhausted += o.droppedPoolExhausted
-        c.droppedSource += o.droppedSource
-        c.inferenceErrors += o.inferenceErrors
-        c.queueDepth = o.queueDepth
-        return c
-    }
-}
-
 /// What a SIGHUP did.
 public enum ReloadOutcome: Sendable, Equatable {
     /// The new configuration runs. `changed` lists the keys that took effect.
@@ -177,22 +170,27 @@ public enum ReloadOutcome: Sendable, Equatable {
     case rejected(String)
 }
 
-/// Owns the running pipeline generation (engine, source, pipeline) and replaces it on reload.
+/// Owns the running pipeline generation (engine, sources, pipeline) and changes it on reload.
 ///
-/// A reload builds what changed off to the side while the current pipeline keeps classifying and
-/// publishing (so the watchdog stays fed during a model load), then swaps: the old pipeline is
-/// stopped and drained, and a new one starts on the same socket and rolling log, so subscribers
-/// stay connected and see no gap longer than one drain plus one frame. An invalid configuration,
-/// a model that does not load, or a source that does not open leave the old generation running.
-/// Settings bound to the socket and the log (paths, sizes) need a restart; a reload keeps them
-/// and says so.
+/// A reload that changes only sources (added, removed, or one source's settings) is applied to the
+/// running pipeline: just those sources are closed or opened, and the others keep publishing
+/// without a gap. A reload that changes the model, the engine or the pipeline's settings builds
+/// what changed off to the side while the current pipeline keeps classifying and publishing (so
+/// the watchdog stays fed during a model load), then swaps: the old pipeline is stopped and
+/// drained, its unchanged sources handed over open, and a new one starts on the same socket and
+/// rolling log, so subscribers stay connected and see no gap longer than one drain plus one frame.
+/// An invalid configuration, a model that does not load, or a source that does not open leave the
+/// previous configuration running. Settings bound to the socket and the log (paths, sizes) need a
+/// restart; a reload keeps them and says so.
 /// Thread context: `start`, `stop`, `reload` on dedicated threads (they block); the rest anywhere.
 public final class PipelineSupervisor: @unchecked Sendable {
     struct Generation: Sendable {
         let config: DaemonConfig
         let parts: EngineParts
-        let source: SourceHandle
+        let sources: [SourceHandle]
         let pipeline: ClassificationPipeline
+
+        func source(named name: String) -> SourceHandle? { sources.first { $0.name == name } }
     }
 
     private struct State {
@@ -216,18 +214,18 @@ public final class PipelineSupervisor: @unchecked Sendable {
     let onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?
     let configProvider: (@Sendable () throws -> DaemonConfig)?
     let logger: Logger
-    /// How long a hand-over waits for the old capture thread before stopping the source for real.
+    /// How long a hand-over waits for the old capture threads before stopping the sources for real.
     var handOverTimeoutNs: UInt64 = 2_000_000_000
     /// Runs once when the current generation ends on its own (see `whenEndedOnItsOwn`).
     private let ended = Mutex<(fired: Bool, observers: [@Sendable () -> Void])>((false, []))
     /// Wakes `waitFirstRecord` (a record sent READY=1, or shutdown began).
     private let readyWake = Condition()
 
-    init(config: DaemonConfig, parts: EngineParts, source: SourceHandle, pipeline: ClassificationPipeline,
+    init(config: DaemonConfig, parts: EngineParts, sources: [SourceHandle], pipeline: ClassificationPipeline,
          notifier: ProgressNotifier, recordSinks: [any RecordSink], pipelineSinks: [any RecordSink],
          onResult: (@Sendable (ClassificationResult, LabelSet) -> Void)?,
          configProvider: (@Sendable () throws -> DaemonConfig)?, logger: Logger) {
-        state = Mutex(State(current: Generation(config: config, parts: parts, source: source, pipeline: pipeline)))
+        state = Mutex(State(current: Generation(config: config, parts: parts, sources: sources, pipeline: pipeline)))
         self.notifier = notifier
         self.recordSinks = recordSinks
         self.pipelineSinks = pipelineSinks
@@ -257,9 +255,9 @@ public final class PipelineSupervisor: @unchecked Sendable {
         for observe in observers { observe() }
     }
 
-    /// Runs `body` once when the current pipeline ends on its own (frame limit, end of a replay,
-    /// failure), not because a reload is replacing it: at once when it already has. `body` runs on
-    /// the pipeline's result thread or the reload thread and must not block.
+    /// Runs `body` once when the current pipeline ends on its own (frame limit, end of the
+    /// replays, failure), not because a reload is replacing it: at once when it already has.
+    /// `body` runs on the pipeline's result thread or the reload thread and must not block.
     func whenEndedOnItsOwn(_ body: @escaping @Sendable () -> Void) {
         let already = ended.withLock { e -> Bool in
             if e.fired { return true }
@@ -283,9 +281,22 @@ public final class PipelineSupervisor: @unchecked Sendable {
     public var reloadCount: Int { state.withLock { $0.reloads } }
     public var lastReloadOutcome: ReloadOutcome? { state.withLock { $0.lastReload } }
 
+    /// The sources' combined sign of life for the service watchdog: waiting only when every
+    /// source waits for its device (otherwise records flow, or their absence is a real stall).
+    var liveness: SourceLiveness? {
+        let all = current.sources.map(\.liveness)
+        guard !all.isEmpty else { return nil }
+        var oldest = UInt64.max
+        for l in all {
+            guard let l, l.waiting else { return nil }
+            oldest = min(oldest, l.lastActivityNs)
+        }
+        return SourceLiveness(waiting: true, lastActivityNs: oldest)
+    }
+
     func start() throws { try current.pipeline.start() }
 
-    /// True when the current pipeline ended on its own (frame limit, end of a replay, failure),
+    /// True when the current pipeline ended on its own (frame limit, end of the replays, failure),
     /// not because a reload is replacing it.
     func finishedOnItsOwn() -> Bool {
         state.withLock { s in !s.swapping && s.current.pipeline.isFinished }
@@ -297,14 +308,14 @@ public final class PipelineSupervisor: @unchecked Sendable {
         readyWake.broadcast()
     }
 
-    /// Stops the current pipeline (after any swap in progress), drains it, closes the source and
+    /// Stops the current pipeline (after any swap in progress), drains it, closes the sources and
     /// sends the final `shutdown` record to the socket and the log. Blocks.
     func stop(reason: String) {
         noteShutdown()
         let gen = swapLock.locked { current }
         gen.pipeline.stop()
         gen.pipeline.wait()
-        gen.source.shutdown()
+        for s in gen.sources { s.shutdown() }
         let c = totalCounters
         let why = gen.pipeline.error.map { "error: \($0)" } ?? reason
         publishLifecycle(LifecycleRecord.shutdown(reason: why, counters: c))
@@ -366,12 +377,15 @@ public final class PipelineSupervisor: @unchecked Sendable {
         let engineChanged = plan.engineChanged || FileStamp.of(model) != old.parts.files
         var changed = plan.changed
         if engineChanged && !changed.contains("model.path") && !plan.engineChanged { changed.append("model files") }
-        if !engineChanged && !plan.pipelineChanged && !plan.sourceChanged {
+        if !engineChanged && !plan.pipelineChanged && !plan.sourcesChanged {
             if plan.changed.isEmpty { return .unchanged }
             // Only the log level (or restart-only keys): nothing to swap.
-            state.withLock { $0.current = Generation(config: next, parts: old.parts, source: old.source, pipeline: old.pipeline) }
+            state.withLock { $0.current = Generation(config: next, parts: old.parts, sources: old.sources, pipeline: old.pipeline) }
             if !state.withLock({ $0.shuttingDown }) { notifier.notifier.send("READY=1\n" + SystemdNotifier.status(statusLine())) }
             return .applied(changed: changed, engineReloaded: false, modelLoadMs: 0, gapMs: nil)
+        }
+        if !engineChanged && !plan.pipelineChanged {
+            return applySourceChanges(old: old, next: next, plan: plan, changed: changed)
         }
 
         // Off to the side, while the old pipeline keeps running.
@@ -391,15 +405,18 @@ public final class PipelineSupervisor: @unchecked Sendable {
             state.withLock { $0.swapping = true }
             defer { state.withLock { $0.swapping = false } }
 
-            if !plan.sourceChanged { old.source.beginHandOver() }
+            // Sources whose settings did not change are handed over open; the rest are reopened.
+            let kept = old.sources.filter { h in next.sources.contains(h.spec) }
+            for h in kept { h.beginHandOver() }
+            let seqs = Dictionary(old.pipeline.lanes.map { ($0.name, $0.nextSequence) }, uniquingKeysWith: { a, _ in a })
             old.pipeline.stop()
             if !old.pipeline.waitFinished(timeoutNs: handOverTimeoutNs) {
-                logger.warning("reload: the source did not hand over in time; reopening it",
-                               metadata: ["source": "\(old.source.name)"])
-                old.source.forceStop()
+                logger.warning("reload: the sources did not hand over in time; reopening them",
+                               metadata: ["sources": "\(old.sources.map(\.name).joined(separator: ","))"])
+                for h in kept { h.forceStop() }
             }
             old.pipeline.wait()
-            old.source.endHandOver()
+            for h in kept { h.endHandOver() }
             lastOldRecord = notifier.lastRecordMonotonicNs
             let oldCounters = old.pipeline.counters
             state.withLock { s in
@@ -412,34 +429,34 @@ public final class PipelineSupervisor: @unchecked Sendable {
                 return .rejected("the running pipeline failed: \(error)")
             }
 
-            var source = old.source
-            if plan.sourceChanged {
-                // A camera cannot be opened twice: the old one is closed before the new one opens.
-                old.source.shutdown()
-                do {
-                    source = SourceHandle(inner: try makeWiredSource(config: next, logger: logger, eventSinks: recordSinks),
-                                          stallAfterFrames: next.debugStallAfterFrames)
-                } catch {
-                    restartOld(old, reopenSource: true)
-                    return .rejected("\(error)")
+            // A camera cannot be opened twice: the sources replaced are closed before new ones open.
+            for h in old.sources where !kept.contains(where: { $0 === h }) { h.shutdown() }
+            var sources: [SourceHandle] = []
+            do {
+                for spec in next.sources {
+                    if let h = kept.first(where: { $0.spec == spec }) { sources.append(h); continue }
+                    sources.append(try makeSourceHandle(spec: spec, config: next))
                 }
+            } catch {
+                for h in sources where !kept.contains(where: { $0 === h }) { h.shutdown() }
+                restartOld(old, kept: kept, seqs: seqs)
+                return .rejected("\(error)")
             }
-            let published = state.withLock { $0.finishedCounters?.published ?? 0 }
-            let pipeline = makeGenerationPipeline(config: next, parts: parts, source: source, publishedSoFar: published)
+            let pipeline = makeGenerationPipeline(config: next, parts: parts, sources: sources, seqs: seqs)
             watch(pipeline)
             publishLifecycle(LifecycleRecord.reload(model: parts.model.name, engine: parts.engine.info.summary,
-                                                    source: source.name, changed: changed))
-            notifier.armReady(status: statusLine(config: next, parts: parts, source: source, state: "running"))
+                                                    source: sources.map(\.name).joined(separator: ","), changed: changed))
+            notifier.armReady(status: statusLine(config: next, parts: parts, sources: sources, state: "running"))
             do {
                 try pipeline.start()
             } catch {
                 logger.error("reload: the new pipeline did not start", metadata: ["error": "\(error)"])
-                if plan.sourceChanged { source.shutdown() }
-                restartOld(old, reopenSource: plan.sourceChanged)
-                return .rejected("cannot start the source '\(source.name)': \(error)")
+                for h in sources where !kept.contains(where: { $0 === h }) { h.shutdown() }
+                restartOld(old, kept: kept, seqs: seqs)
+                return .rejected("cannot start the sources: \(error)")
             }
             state.withLock { s in
-                s.current = Generation(config: next, parts: parts, source: source, pipeline: pipeline)
+                s.current = Generation(config: next, parts: parts, sources: sources, pipeline: pipeline)
                 s.currentRetired = false
             }
             return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: nil)
@@ -454,39 +471,104 @@ public final class PipelineSupervisor: @unchecked Sendable {
         return .applied(changed: changed, engineReloaded: engineChanged, modelLoadMs: loadMs, gapMs: gap)
     }
 
-    /// Puts the previous generation back after a failed swap (its engine is still loaded).
-    private func restartOld(_ old: Generation, reopenSource: Bool) {
-        var source = old.source
-        if reopenSource {
+    /// Applies a reload that changes only sources to the running pipeline: the sources removed or
+    /// changed are stopped, drained and closed, then the new or changed ones opened and added;
+    /// every other source keeps publishing meanwhile. A source that does not open is left out
+    /// (the reload is refused, the removed ones restored).
+    private func applySourceChanges(old: Generation, next: DaemonConfig, plan: ReloadPlan, changed: [String]) -> ReloadOutcome {
+        swapLock.locked { () -> ReloadOutcome in
+            if state.withLock({ $0.shuttingDown }) { return .rejected("the daemon is stopping") }
+            let pipeline = old.pipeline
+            let leaving = old.sources.filter { h in !next.sources.contains(h.spec) }
+            let arriving = next.sources.filter { spec in !old.sources.contains { $0.spec == spec } }
+            pipeline.holdOpen()  // removing the last source must not end the pipeline
+            defer { pipeline.releaseHold() }
+            var seqs: [String: UInt64] = [:]
+            for h in leaving {
+                if let lane = pipeline.removeSource(named: h.name, closeSource: false) { seqs[h.name] = lane.nextSequence }
+                h.shutdown()
+            }
+            var added: [SourceHandle] = []
             do {
-                source = SourceHandle(inner: try makeWiredSource(config: old.config, logger: logger, eventSinks: recordSinks),
-                                      stallAfterFrames: old.config.debugStallAfterFrames)
+                for spec in arriving {
+                    let h = try makeSourceHandle(spec: spec, config: next)
+                    do {
+                        try pipeline.addSource(h, spec: LaneSpec(name: spec.name, weight: spec.weight, firstSeq: seqs[spec.name] ?? 0))
+                    } catch {
+                        h.shutdown()
+                        throw error
+                    }
+                    added.append(h)
+                }
             } catch {
-                logger.error("reload: the previous source cannot be reopened either", metadata: ["error": "\(error)"])
+                // Back to the previous sources.
+                for h in added {
+                    pipeline.removeSource(named: h.name, closeSource: false)
+                    h.shutdown()
+                }
+                for h in leaving {
+                    do {
+                        let back = try makeSourceHandle(spec: h.spec, config: old.config)
+                        try pipeline.addSource(back, spec: LaneSpec(name: h.name, weight: h.spec.weight, firstSeq: seqs[h.name] ?? 0))
+                    } catch {
+                        logger.error("reload: a previous source cannot be reopened", metadata: ["source": "\(h.name)", "error": "\(error)"])
+                    }
+                }
+                let restored = pipeline.lanes.compactMap { lane in
+                    old.sources.first { $0.name == lane.name } ?? (lane.source as? SourceHandle)
+                }
+                state.withLock { $0.current = Generation(config: old.config, parts: old.parts, sources: restored, pipeline: pipeline) }
+                return .rejected("\(error)")
+            }
+            let sources = next.sources.compactMap { spec in
+                old.sources.first { $0.spec == spec } ?? added.first { $0.spec == spec }
+            }
+            state.withLock { $0.current = Generation(config: next, parts: old.parts, sources: sources, pipeline: pipeline) }
+            publishLifecycle(LifecycleRecord.reload(model: old.parts.model.name, engine: old.parts.engine.info.summary,
+                                                    source: sources.map(\.name).joined(separator: ","), changed: changed))
+            if !state.withLock({ $0.shuttingDown }) { notifier.notifier.send("READY=1\n" + SystemdNotifier.status(statusLine())) }
+            logger.info("reload: sources changed in place", metadata: [
+                "reload.removed": "\(leaving.map(\.name).joined(separator: ","))",
+                "reload.added": "\(arriving.map(\.name).joined(separator: ","))"])
+            return .applied(changed: changed, engineReloaded: false, modelLoadMs: 0, gapMs: nil)
+        }
+    }
+
+    private func makeSourceHandle(spec: SourceSpec, config: DaemonConfig) throws -> SourceHandle {
+        SourceHandle(inner: try makeWiredSource(spec: spec, logger: logger, eventSinks: recordSinks),
+                     spec: spec, stallAfterFrames: config.debugStallAfterFrames)
+    }
+
+    /// Puts the previous generation back after a failed swap (its engine is still loaded).
+    private func restartOld(_ old: Generation, kept: [SourceHandle], seqs: [String: UInt64]) {
+        var sources: [SourceHandle] = []
+        for h in old.sources {
+            if kept.contains(where: { $0 === h }) { sources.append(h); continue }
+            do { sources.append(try makeSourceHandle(spec: h.spec, config: old.config)) } catch {
+                logger.error("reload: a previous source cannot be reopened either", metadata: ["source": "\(h.name)", "error": "\(error)"])
             }
         }
-        let published = state.withLock { $0.finishedCounters?.published ?? 0 }
-        let pipeline = makeGenerationPipeline(config: old.config, parts: old.parts, source: source, publishedSoFar: published)
+        let pipeline = makeGenerationPipeline(config: old.config, parts: old.parts, sources: sources, seqs: seqs)
         watch(pipeline)
-        notifier.armReady(status: statusLine(config: old.config, parts: old.parts, source: source, state: "running"))
+        notifier.armReady(status: statusLine(config: old.config, parts: old.parts, sources: sources, state: "running"))
         do { try pipeline.start() } catch {
             logger.error("reload: the previous pipeline cannot restart", metadata: ["error": "\(error)"])
         }
         // Even when it did not start: its finished state ends the daemon with a non-zero status.
         state.withLock { s in
-            s.current = Generation(config: old.config, parts: old.parts, source: source, pipeline: pipeline)
+            s.current = Generation(config: old.config, parts: old.parts, sources: sources, pipeline: pipeline)
             s.currentRetired = false
         }
     }
 
-    private func makeGenerationPipeline(config: DaemonConfig, parts: EngineParts, source: SourceHandle,
-                                        publishedSoFar: Int) -> ClassificationPipeline {
+    private func makeGenerationPipeline(config: DaemonConfig, parts: EngineParts, sources: [SourceHandle],
+                                        seqs: [String: UInt64]) -> ClassificationPipeline {
         var c = config
-        // --frames counts over the daemon's life, not per generation; so does `seq`: the finished
-        // generations numbered their captured frames 0… contiguously.
-        if let limit = c.frameLimit { c.frameLimit = max(1, limit - publishedSoFar) }
-        c.pipeline.firstSeq = UInt64(max(0, state.withLock { $0.finishedCounters?.captured ?? 0 }))
-        return makePipeline(config: c, parts: parts, source: source, sinks: pipelineSinks, logger: logger, onResult: onResult)
+        // --frames counts over the daemon's life, not per generation; so does each source's `seq`.
+        let published = state.withLock { $0.finishedCounters?.published ?? 0 }
+        if let limit = c.frameLimit { c.frameLimit = max(1, limit - published) }
+        return makePipeline(config: c, parts: parts, sources: sources, seqs: seqs, sinks: pipelineSinks, logger: logger,
+                            onResult: onResult)
     }
 
     /// Milliseconds from the old pipeline's last record to the new one's first, waiting up to
@@ -507,17 +589,28 @@ public final class PipelineSupervisor: @unchecked Sendable {
     /// One line for `STATUS=`: state, rate and what runs.
     func statusLine(state: String = "running", fps: Double? = nil) -> String {
         let g = current
-        return statusLine(config: g.config, parts: g.parts, source: g.source, state: state, fps: fps)
+        return statusLine(config: g.config, parts: g.parts, sources: g.sources, state: state, fps: fps, pipeline: g.pipeline)
     }
 
-    func statusLine(config: DaemonConfig, parts: EngineParts, source: SourceHandle, state: String, fps: Double? = nil) -> String {
+    func statusLine(config: DaemonConfig, parts: EngineParts, sources: [SourceHandle], state: String, fps: Double? = nil,
+                    pipeline: ClassificationPipeline? = nil) -> String {
         var s = state
         if let fps {
             let c = totalCounters
             s += ", \(String(fixed: fps, decimals: 1)) fps, \(c.published) classified, \(c.droppedTotal) dropped"
         }
         s += "; model \(parts.model.name) on \(parts.engine.info.backend)"
-        s += " \(parts.engine.info.device); source \(source.name)"
+        s += " \(parts.engine.info.device)"
+        if let pipeline, fps != nil, pipeline.lanes.count > 1 {
+            // Each source's output rate over the latency window.
+            let each = pipeline.lanes.map { lane -> String in
+                let sum = lane.latency.summary(captured: Int(lane.nextSequence - lane.firstSeq))
+                return "\(lane.name) \(String(fixed: sum.fpsOut, decimals: 1)) fps"
+            }
+            s += "; sources \(each.joined(separator: ", "))"
+        } else {
+            s += "; source\(sources.count > 1 ? "s" : "") \(sources.map(\.name).joined(separator: ", "))"
+        }
         return s
     }
 }
@@ -531,7 +624,7 @@ struct ReloadPlan {
     var needRestart: [String] = []
     var engineChanged = false
     var pipelineChanged = false
-    var sourceChanged = false
+    var sourcesChanged = false
 
     init(old: DaemonConfig, new: DaemonConfig) {
         var e = new
@@ -545,10 +638,8 @@ struct ReloadPlan {
 
         engineChanged = e.model.path != old.model.path || e.inference != old.inference
         pipelineChanged = e.pipeline != old.pipeline || e.stable != old.stable
-        sourceChanged = e.source != old.source || e.camera != old.camera
+        sourcesChanged = e.sources != old.sources
         var sections: [String] = []
-        if e.source != old.source { sections.append(SourceOptions.section) }
-        if e.camera != old.camera { sections.append(CameraOptions.section) }
         if e.model != old.model { sections.append(ModelOptions.section) }
         if e.inference != old.inference { sections.append(InferenceOptions.section) }
         if e.pipeline.withoutModel != old.pipeline.withoutModel { sections.append(PipelineOptions.section) }
@@ -561,8 +652,14 @@ struct ReloadPlan {
         }
         changed = sections.flatMap(keys)
         needRestart = restartSections.flatMap(keys)
-        // The source section: one entry, as the record says what was reopened.
-        if sourceChanged { changed.removeAll { $0.hasPrefix("source.") || $0.hasPrefix("camera.") || $0 == "source" || $0 == "camera" }; changed.append("source") }
+        // Sources: one entry per source added, removed or changed, as `source <name>`.
+        if sourcesChanged {
+            let oldNames = Set(old.sources.map(\.name)), newNames = Set(e.sources.map(\.name))
+            for spec in e.sources where !old.sources.contains(spec) {
+                changed.append(oldNames.contains(spec.name) ? "source \(spec.name) changed" : "source \(spec.name) added")
+            }
+            for spec in old.sources where !newNames.contains(spec.name) { changed.append("source \(spec.name) removed") }
+        }
         effective = e
     }
 }

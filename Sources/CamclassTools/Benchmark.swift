@@ -95,12 +95,10 @@ public struct PipelineBenchmark: SetUpBenchmark {
         let w = options.frameWidth, h = options.frameHeight
         var out: [NV12Buffer] = []
         if let dir = options.samplesDir, let replay = try? ReplaySource(path: dir, fps: 0, loop: false) {
-            let pool = FramePool(count: 1, width: replay.maxFrameSize.width, height: replay.maxFrameSize.height)
             replay.open()
-            while var frame = pool.acquire() {
-                guard (try? replay.nextFrame(into: &frame)) == true else { break }
+            while let frame = try? replay.nextFrame(), let pixels = frame.nv12 {
                 let b = NV12Buffer(width: w, height: h)
-                NV12Ops.scale(frame.pixels, into: b.view, mode: .crop)
+                NV12Ops.scale(pixels, into: b.view, mode: .crop)
                 out.append(b)
             }
         }

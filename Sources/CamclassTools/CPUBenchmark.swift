@@ -219,13 +219,11 @@ public enum CPUBenchmark {
         do { replay = try ReplaySource(path: samples, fps: 0, loop: false) } catch {
             throw Failure(description: "cannot read the sample photos in '\(samples)': \(error) (make models prepares them)")
         }
-        let pool = FramePool(count: 1, width: replay.maxFrameSize.width, height: replay.maxFrameSize.height)
         replay.open()
         var n = 0
-        while var frame = pool.acquire() {
-            guard (try? replay.nextFrame(into: &frame)) == true else { break }
+        while let frame = try? replay.nextFrame(), let pixels = frame.nv12 {
             let b = NV12Buffer(width: width, height: height)
-            NV12Ops.scale(frame.pixels, into: b.view, mode: .crop)
+            NV12Ops.scale(pixels, into: b.view, mode: .crop)
             let jpeg = try JPEGEncoder.encode(b.view.readOnly, subsampling: .s420, quality: 90)
             guard FileManager.default.createFile(atPath: dir + "/photo\(n).jpg", contents: Data(jpeg)) else {
                 throw Failure(description: "cannot write \(dir)/photo\(n).jpg")

@@ -91,13 +91,11 @@ public enum CameraProbe {
             var r = Result()
             do {
                 try camera.prepare()
-                let size = camera.maxFrameSize
-                let pool = FramePool(count: 2, width: size.width, height: size.height)
                 try camera.open()
                 let start = Clock.monotonicNs()
                 var last: UInt64 = 0
-                while r.frames < frames, var frame = pool.acquire() {
-                    guard try camera.nextFrame(into: &frame) else { break }
+                while r.frames < frames {
+                    guard let frame = try camera.nextFrame() else { break }
                     if frame.info.captureNs <= last { r.increasing = false }
                     last = frame.info.captureNs
                     r.frames += 1

@@ -102,10 +102,9 @@ public struct ConvertBenchmark {
     func contentFrame(width: Int, height: Int) throws -> NV12Buffer {
         let out = NV12Buffer(width: width, height: height)
         if let photo = options.photo, let replay = try? ReplaySource(path: photo, fps: 0, loop: false) {
-            let pool = FramePool(count: 1, width: replay.maxFrameSize.width, height: replay.maxFrameSize.height)
             replay.open()
-            if var f = pool.acquire(), (try? replay.nextFrame(into: &f)) == true {
-                NV12Ops.scale(f.pixels, into: out.view, mode: .crop)
+            if let f = try? replay.nextFrame(), let pixels = f.nv12 {
+                NV12Ops.scale(pixels, into: out.view, mode: .crop)
                 return out
             }
         }

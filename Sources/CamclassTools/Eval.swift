@@ -192,13 +192,21 @@ final class EvalSource: FrameSource, @unchecked Sendable {
 
     var name: String { "eval" }
     var isLive: Bool { false }
+    /// Decoded images are written into these (the pipeline holds at most `reserveLeases` at once).
+    private var pool: FramePool?
+    func reserveLeases(_ count: Int) {
+        pool = FramePool(count: count + 1, width: maxFrameSize.width, height: maxFrameSize.height)
+    }
     func open() { next = 0 }
     func requestStop() { stopRequested.store(true, ordering: .relaxed) }
     func close() {}
 
-    func nextFrame(into frame: inout NV12Frame) throws -> Bool {
+    func nextFrame() throws -> FrameLease? {
+        if pool == nil { reserveLeases(1) }
         while next < images.count {
-            if stopRequested.load(ordering: .relaxed) { return false }
+            if stopRequested.load(ordering: .relaxed) { return nil }
+            guard let pool, let lease = pool.acquire() else { return nil }  // sized so it never runs dry
+            let buffer = pool.buffer(lease.slot)
             let index = next
             next += 1
             let start = Clock.monotonicNs()
@@ -209,25 +217,23 @@ final class EvalSource: FrameSource, @unchecked Sendable {
                 let size: (width: Int, height: Int) = try bytes.withUnsafeBytes { raw in
                     let hd = try decoder.header(raw)
                     guard hd.width >= 2, hd.height >= 2 else { throw EvalError.dataset("image too small") }
-                    let dst = frame.buffer.cropped(width: hd.width & ~1, height: hd.height & ~1)
+                    let dst = buffer.cropped(width: hd.width & ~1, height: hd.height & ~1)
                     try decoder.decodeExact(raw, into: dst)
                     return (hd.width & ~1, hd.height & ~1)
                 }
-                frame.info.width = size.width
-                frame.info.height = size.height
+                var frame = pool.cropped(lease, width: size.width, height: size.height)
+                frame.info.fileIndex = Int32(index)
+                frame.info.captureNs = Clock.monotonicNs()
+                frame.info.convertNs = frame.info.captureNs - start
+                return frame
             } catch {
                 failures.withLock { $0[index] = "\(error)" }
                 // A failed decode can leave the turbojpeg handle unusable (the next header reads 0x0).
                 decoder = JPEGDecoder(maxWidth: maxFrameSize.width + 1, maxHeight: maxFrameSize.height + 1)
                 continue
             }
-            frame.info.fileIndex = Int32(index)
-            frame.info.captureNs = Clock.monotonicNs()
-            frame.info.convertNs = frame.info.captureNs - start
-            frame.info.sourceDropped = 0
-            return true
         }
-        return false
+        return nil
     }
 }
 

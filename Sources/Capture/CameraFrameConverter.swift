@@ -15,7 +15,9 @@ public enum FrameDropReason: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Converts one driver buffer of the negotiated format into NV12, straight into a pool buffer:
+/// Describes one driver buffer of the negotiated format as a `FramePayload` for the workers
+/// (`payload`, what the camera does), or converts it into NV12 in a buffer of its own (`convert`:
+/// the pre-lease path, kept for tools, the conversion benchmark's "before" and tests):
 /// NV12 copied with both strides honoured, YUYV through libyuv, MJPEG decoded by libjpeg-turbo to
 /// planar YUV and packed by libyuv. The camera and the tests call the same `convert`.
 /// Everything it needs (the JPEG decoder and its scratch planes) is allocated here, once per
@@ -78,6 +80,26 @@ public final class CameraFrameConverter {
         case .nv12: return uvOffset + bytesPerLine * (outputHeight / 2)
         case .yuyv: return bytesPerLine * outputHeight
         case .mjpeg: return 0
+        }
+    }
+
+    /// The frame in `bytes` (the `bytesused` part of a driver buffer) as a payload for the workers,
+    /// without converting anything: NV12 and YUYV are checked for length here (a short frame is
+    /// dropped at once); an MJPEG frame is judged when a worker decodes it.
+    /// - Throws: `.truncated` for a raw frame shorter than its format needs.
+    public func payload(_ bytes: UnsafeRawBufferPointer) throws(FrameDropReason) -> FramePayload {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { throw .truncated(got: 0, need: max(1, minimumBytes)) }
+        let src = base.assumingMemoryBound(to: UInt8.self)
+        switch format {
+        case .nv12:
+            guard bytes.count >= minimumBytes else { throw .truncated(got: bytes.count, need: minimumBytes) }
+            let layout = NV12Layout(width: outputWidth, height: outputHeight, strideY: bytesPerLine, strideUV: bytesPerLine)
+            return .nv12(NV12ConstView(y: src, uv: src + uvOffset, layout: layout))
+        case .yuyv:
+            guard bytes.count >= minimumBytes else { throw .truncated(got: bytes.count, need: minimumBytes) }
+            return .yuyv(src, stride: bytesPerLine, width: outputWidth, height: outputHeight)
+        case .mjpeg:
+            return .mjpeg(bytes, width: width, height: height)
         }
     }
 

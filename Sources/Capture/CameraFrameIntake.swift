@@ -10,9 +10,11 @@ public enum CameraDropKind: String, Sendable {
 }
 
 /// What became of one dequeued driver buffer.
-public struct IntakeOutcome: Sendable, Equatable {
-    /// The frame was converted into the pool buffer.
+public struct IntakeOutcome: Sendable {
+    /// The frame is good to hand over (as `payload`).
     public var delivered = false
+    /// The frame's pixels, in the driver buffer (delivered only).
+    public var payload: FramePayload?
     /// Why it was not (nil when delivered).
     public var dropped: CameraDropKind?
     public var reason: FrameDropReason?
@@ -27,8 +29,9 @@ public struct IntakeOutcome: Sendable, Equatable {
 }
 
 /// The capture loop's per-buffer bookkeeping, apart from the device so that it can be tested with
-/// plain bytes: sequence gaps, the error flag, empty buffers, conversion (corrupt frames are
-/// dropped, never fatal) and the counts of each.
+/// plain bytes: sequence gaps, the error flag, empty buffers, short raw frames (dropped, never
+/// fatal) and the counts of each. Nothing is converted here: a delivered frame's payload points
+/// into the driver buffer, and the worker converts it.
 /// Thread context: the capture thread only; `stats` from any thread.
 public final class CameraFrameIntake {
     let counters = CameraCounters()
@@ -45,10 +48,8 @@ public final class CameraFrameIntake {
     public func streamRestarted() { lastSequence = nil }
 
     /// Handles one buffer: `mapped` is the driver buffer, `bytesUsed`/`flags`/`sequence` what
-    /// DQBUF said. A delivered frame's pixels are in the top-left `converter.outputWidth` x
-    /// `outputHeight` of `frame`.
-    public func take(_ mapped: UnsafeRawBufferPointer, bytesUsed: UInt32, flags: UInt32, sequence: UInt32,
-                     into frame: NV12MutableView) -> IntakeOutcome {
+    /// DQBUF said. A delivered frame's payload views `mapped` (valid while the buffer is leased).
+    public func take(_ mapped: UnsafeRawBufferPointer, bytesUsed: UInt32, flags: UInt32, sequence: UInt32) -> IntakeOutcome {
         var out = IntakeOutcome()
         if let last = lastSequence {
             let gap = sequence &- last &- 1
@@ -71,7 +72,7 @@ public final class CameraFrameIntake {
         }
         let used = UnsafeRawBufferPointer(rebasing: mapped[0..<min(Int(bytesUsed), mapped.count)])
         do throws(FrameDropReason) {
-            try converter.convert(used, into: frame)
+            out.payload = try converter.payload(used)
         } catch {
             out.reason = error
             return dropped(out, .corrupt, counters.corruptFrames.add(1, ordering: .relaxed).newValue)

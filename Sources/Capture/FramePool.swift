@@ -1,10 +1,11 @@
 import ImageOps
 import Synchronization
 
-/// A fixed set of NV12 buffers allocated at start-up. Frames are leases on these buffers: the
-/// pool is the backpressure (as in libcamera's `cam`), and nothing is allocated per frame.
-/// Thread context: `acquire` and buffer return are lock-protected and may be called from any thread.
-public final class FramePool: Sendable {
+/// A fixed set of NV12 buffers allocated at start-up, leased out one frame at a time: for sources
+/// that must write their frames somewhere (synthetic sources, tests, tools), where a camera's
+/// driver buffers or a replay's images are leased directly. Nothing is allocated per frame.
+/// Thread context: `acquire` and release are lock-protected and may be called from any thread.
+public final class FramePool: FrameBufferOwner {
     public let buffers: [NV12Buffer]
     private let free: Mutex<FreeList>
     private let exhausted = Atomic<Int>(0)
@@ -13,7 +14,7 @@ public final class FramePool: Sendable {
         var indices: [Int]
     }
 
-    /// - Parameters: `count` buffers of `width` x `height` (the largest frame the source delivers).
+    /// - Parameters: `count` buffers of `width` x `height` (the largest frame to be written).
     public init(count: Int, width: Int, height: Int) {
         precondition(count > 0)
         buffers = (0..<count).map { _ in NV12Buffer(width: width, height: height) }
@@ -29,81 +30,37 @@ public final class FramePool: Sendable {
     /// How often `acquire` found no free buffer.
     public var exhaustedCount: Int { exhausted.load(ordering: .relaxed) }
 
-    /// Takes a free buffer, or nil (counted) when every buffer is leased.
-    public func acquire() -> NV12Frame? {
+    /// Takes a free buffer for a `width` x `height` frame (≤ the buffers' size; the whole buffer
+    /// when 0), or nil (counted) when every buffer is leased. Write the pixels through `buffer(_:)`.
+    public func acquire(width: Int = 0, height: Int = 0) -> FrameLease? {
         let index: Int? = free.withLock { $0.indices.popLast() }
         guard let index else {
             exhausted.add(1, ordering: .relaxed)
             return nil
         }
-        return NV12Frame(pool: self, index: index)
+        let full = buffers[index].view
+        let w = width > 0 ? min(width, full.layout.width) : full.layout.width
+        let h = height > 0 ? min(height, full.layout.height) : full.layout.height
+        return FrameLease(owner: self, slot: index, payload: .nv12(full.cropped(width: w, height: h).readOnly))
     }
 
-    fileprivate func giveBack(_ index: Int) {
-        free.withLock { $0.indices.append(index) }  // capacity reserved: never reallocates
+    /// The same lease, its frame now the top-left `width` x `height` of the buffer (after the
+    /// holder wrote a frame of that size).
+    public func cropped(_ lease: consuming FrameLease, width: Int, height: Int) -> FrameLease {
+        let slot = lease.slot
+        var info = lease.info
+        _ = lease.detach()  // the slot stays leased: the new lease below takes it over
+        let full = buffers[slot].view
+        let view = full.cropped(width: min(width, full.layout.width), height: min(height, full.layout.height))
+        info.width = view.layout.width
+        info.height = view.layout.height
+        return FrameLease(owner: self, slot: slot, payload: .nv12(view.readOnly), info: info)
     }
 
-    /// Re-creates the lease that `NV12Frame.detach()` turned into a handle.
-    public func adopt(_ handle: FrameHandle) -> NV12Frame {
-        var frame = NV12Frame(pool: self, index: handle.index)
-        frame.info = handle.info
-        return frame
+    /// The writable memory behind a lease's slot (for whoever holds the lease).
+    public func buffer(_ slot: Int) -> NV12MutableView { buffers[slot].view }
+
+    public func release(slot: Int) {
+        free.withLock { $0.indices.append(slot) }  // capacity reserved: never reallocates
     }
-}
-
-/// What the source says about a captured frame.
-public struct FrameInfo: Sendable, Equatable {
-    /// Pipeline sequence number, starting at 0, +1 per frame the source delivered.
-    public var seq: UInt64 = 0
-    /// Capture time, CLOCK_MONOTONIC nanoseconds (the driver's timestamp for cameras).
-    public var captureNs: UInt64 = 0
-    /// Visible size of this frame (≤ the pool's buffer size).
-    public var width: Int = 0
-    public var height: Int = 0
-    /// Index of the replayed file (-1 for cameras).
-    public var fileIndex: Int32 = -1
-    /// Frames the source itself lost before this one (driver sequence gaps).
-    public var sourceDropped: UInt32 = 0
-    /// Dequeue order assigned by the pipeline's queue (restores order after parallel inference).
-    public var ticket: UInt64 = 0
-    /// Time the source spent copying/converting this frame into the pool buffer (0 = not measured).
-    public var convertNs: UInt64 = 0
-
-    public init() {}
-}
-
-/// A lease on one pool buffer. Releasing the lease (it going out of scope) returns the buffer.
-/// Thread context: owned by one thread at a time; move it between threads.
-public struct NV12Frame: ~Copyable, @unchecked Sendable {
-    // A strong reference: a lease keeps its pool alive (no allocation, just a retain).
-    private let pool: FramePool
-    public let index: Int
-    public var info = FrameInfo()
-    private var detached = false
-
-    fileprivate init(pool: FramePool, index: Int) {
-        self.pool = pool
-        self.index = index
-    }
-
-    deinit { if !detached { pool.giveBack(index) } }
-
-    /// The whole buffer, for the source to write into.
-    public var buffer: NV12MutableView { pool.buffers[index].view }
-
-    /// The frame's visible pixels.
-    public var pixels: NV12ConstView { buffer.cropped(width: info.width, height: info.height).readOnly }
-
-    /// Turns the lease into a plain handle (for queue storage); `FramePool.adopt` turns it back.
-    public consuming func detach() -> FrameHandle {
-        let handle = FrameHandle(index: index, info: info)
-        detached = true  // ownership moves to the handle; deinit must not return the buffer
-        return handle
-    }
-}
-
-/// A detached lease: copyable storage for queues. Exactly one owner must `adopt` it again.
-public struct FrameHandle: Sendable {
-    public let index: Int
-    public let info: FrameInfo
 }

@@ -1,14 +1,15 @@
 import ImageOps
 @_exported import Support
 
-/// A camera-like producer of NV12 frames.
+/// A camera-like producer of frames, each handed over as a lease on the source's own memory (a
+/// driver buffer, an in-memory image): the source copies nothing.
 /// Thread context: `open`, `nextFrame` and `close` are called from the pipeline's dedicated capture
 /// thread only (they block); `requestStop` may be called from any thread and makes a blocked
 /// `nextFrame` return promptly.
 public protocol FrameSource: AnyObject, Sendable {
     /// Short name used in records and logs (a folder, a device path).
     var name: String { get }
-    /// The largest frame this source can deliver; the pipeline sizes its pool from it.
+    /// The largest frame this source can deliver; the workers size their conversion scratch from it.
     var maxFrameSize: (width: Int, height: Int) { get }
     /// File names of a replay, indexed by `FrameInfo.fileIndex` (empty for cameras).
     var fileNames: [String] { get }
@@ -16,10 +17,14 @@ public protocol FrameSource: AnyObject, Sendable {
     /// behind; non-live ones (an unpaced replay) wait for room instead, so every frame is classified.
     var isLive: Bool { get }
 
+    /// How many of its frames the pipeline may hold at once (queued, being converted, being
+    /// handed over). A camera requests that many driver buffers plus two for the driver, so it
+    /// never runs dry while the pipeline holds its share. Called before `open`.
+    func reserveLeases(_ count: Int)
     func open() throws
-    /// Writes the next frame into `frame.buffer` and fills `frame.info` (except `seq`).
-    /// Returns false at the end of the stream (a non-looping replay) or after `requestStop`.
-    func nextFrame(into frame: inout NV12Frame) throws -> Bool
+    /// The next frame (`info` filled except `seq`), or nil at the end of the stream (a
+    /// non-looping replay) or after `requestStop`.
+    func nextFrame() throws -> FrameLease?
     func requestStop()
     func close()
     /// The capture side's sign of life while it delivers no frames by design (a camera unplugged
@@ -30,6 +35,7 @@ public protocol FrameSource: AnyObject, Sendable {
 
 extension FrameSource {
     public var liveness: SourceLiveness? { nil }
+    public func reserveLeases(_ count: Int) {}
 }
 
 /// What a waiting source reports about its capture thread.

@@ -35,10 +35,11 @@ public struct ReplaySkip: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Replays a folder (or a single file) of JPEG or raw NV12 images as if it were a camera.
-/// Files are decoded once at `open` and replayed from memory, so each frame costs what a camera
-/// delivering NV12 costs: one copy into a pool buffer. Frames carry monotonic timestamps.
+/// Files are decoded once at load and replayed from memory: a frame is a lease on the decoded
+/// image itself, so replaying copies nothing (the only copy is the worker's crop/scale into the
+/// model input, as for an NV12 camera). Frames carry monotonic timestamps.
 /// Thread context: see `FrameSource`.
-public final class ReplaySource: FrameSource, @unchecked Sendable {
+public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Sendable {
     public let path: String
     /// Frames per second; 0 = as fast as the pipeline takes them.
     public let fps: Double
@@ -54,6 +55,8 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
     public static let defaultMaxPixels = 40_000_000
     private let logger: Logger?
     private var images: [NV12Buffer] = []
+    /// The images' read-only views, made once at load (a frame's payload is one of these).
+    private var imageViews: [NV12ConstView] = []
     private var next = 0
     private var nextDeadline: UInt64 = 0
     private let stopRequested = Atomic<Bool>(false)
@@ -83,6 +86,7 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
         self.fps = fps
         self.loop = loop
         self.images = images
+        imageViews = images.map { $0.view.readOnly }
         self.fileNames = fileNames
         maxPixels = Self.defaultMaxPixels
         logger = nil
@@ -133,6 +137,7 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
             }
         }
         guard !images.isEmpty else { throw ReplayError.noUsableFiles(path: path, skipped: skipped) }
+        imageViews = images.map { $0.view.readOnly }
     }
 
     private func skip(_ file: String, _ reason: String) {
@@ -224,10 +229,10 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
         nextDeadline = Clock.monotonicNs()
     }
 
-    public func nextFrame(into frame: inout NV12Frame) throws -> Bool {
-        if stopRequested.load(ordering: .relaxed) { return false }
+    public func nextFrame() throws -> FrameLease? {
+        if stopRequested.load(ordering: .relaxed) { return nil }
         if next >= images.count {
-            guard loop else { return false }
+            guard loop else { return nil }
             next = 0
         }
         if fps > 0 {
@@ -237,25 +242,23 @@ public final class ReplaySource: FrameSource, @unchecked Sendable {
             if nextDeadline > waitStart {
                 _ = pacing.wait(timeoutNs: nextDeadline - waitStart, until: { stopRequested.load(ordering: .relaxed) })
             }
-            if stopRequested.load(ordering: .relaxed) { return false }
+            if stopRequested.load(ordering: .relaxed) { return nil }
             let period = UInt64(1e9 / fps)
             nextDeadline += period
             let now = Clock.monotonicNs()
             if nextDeadline + period < now { nextDeadline = now }  // fell far behind: don't burst
         }
-        let image = images[next]
-        let dst = frame.buffer.cropped(width: image.layout.width, height: image.layout.height)
-        let copyStart = Clock.monotonicNs()
-        NV12Ops.copy(image.view.readOnly, into: dst)
-        frame.info.convertNs = Clock.monotonicNs() - copyStart
-        frame.info.width = image.layout.width
-        frame.info.height = image.layout.height
-        frame.info.fileIndex = Int32(next)
-        frame.info.captureNs = Clock.monotonicNs()
-        frame.info.sourceDropped = 0
+        // The image itself is the frame: it never changes, so a lease needs no copy and its
+        // release nothing but the reference it drops.
+        var info = FrameInfo()
+        info.fileIndex = Int32(next)
+        info.captureNs = Clock.monotonicNs()
+        let lease = FrameLease(owner: self, slot: next, payload: .nv12(imageViews[next]), info: info)
         next += 1
-        return true
+        return lease
     }
+
+    public func release(slot: Int) {}
 
     public func requestStop() {
         stopRequested.store(true, ordering: .relaxed)

@@ -5,11 +5,14 @@ import Logging
 import Support
 import Synchronization
 
-/// A live V4L2 camera as a `FrameSource`: negotiates a format (NV12, YUYV or MJPEG), streams
-/// through MMAP buffers and converts each frame straight into the pipeline's pool buffer, handing
-/// the driver buffer back right after. When the camera goes away (unplug, stream error, long
-/// stall) it releases everything, reports `lost`, re-opens with exponential backoff, renegotiates
-/// and reports `streaming` again; `nextFrame` only returns false when asked to stop.
+/// A live V4L2 camera as a `FrameSource`: negotiates a format (NV12, YUYV or MJPEG) and streams
+/// through MMAP buffers. A dequeued buffer is handed to the pipeline as it is, as a lease
+/// (`V4L2Stream`) that queues it to the driver again when it ends: capture copies and converts
+/// nothing (the worker converts while it scales into the model input), and MJPEG frames that the
+/// queue drops are never decoded. When the camera goes away (unplug, stream error, long stall) it
+/// stops the stream, reports `lost`, waits for the frames still leased, re-opens with exponential
+/// backoff, renegotiates and reports `streaming` again; `nextFrame` only returns nil when asked
+/// to stop.
 ///
 /// Call `prepare()` before building the pipeline: it negotiates, so `maxFrameSize` (the pool's
 /// buffer size) is known. If the camera is absent then, the pool is sized for the requested size
@@ -34,8 +37,17 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     private let lostFlag = Atomic<Bool>(false)
     private let activity = Atomic<UInt64>(0)
 
+    /// Leases the pipeline may hold at once (`reserveLeases`): buffers requested are this + 2.
+    private let leaseBudget = Atomic<Int>(0)
+    /// A stream given up (lost, closed) whose buffers are still leased: the device cannot be
+    /// re-opened until they are back. Shared with `requestStop`, which wakes the wait.
+    private let retiredStream = Mutex<V4L2Stream?>(nil)
+
     // Capture-thread state.
+    /// Opened and negotiated, not yet streaming.
     private var device: V4L2Device?
+    /// Streaming.
+    private var stream: V4L2Stream?
     private var negotiated: NegotiatedFormat?
     private var deviceNumber: UInt = 0
     /// The pool exists: renegotiation must not exceed `maxFrameSize`.
@@ -103,7 +115,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         var drain: UInt64 = 0
         _ = Glibc.read(wakeFD, &drain, 8)
         if !sizeFixed { try prepare() }
-        if device == nil && lostAtNs == nil {
+        if device == nil && stream == nil && lostAtNs == nil {
             // Opened again after `close()`: negotiate again, within the pool's frame size.
             do throws(CameraError) { try negotiate() } catch {
                 guard error.isAbsence else { throw error }
@@ -134,9 +146,17 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         stopRequested.store(true, ordering: .relaxed)
         var one: UInt64 = 1
         _ = Glibc.write(wakeFD, &one, 8)
+        retiredStream.withLock { $0 }?.wake()
     }
 
+    public func reserveLeases(_ count: Int) { leaseBudget.store(max(0, count), ordering: .relaxed) }
+
+    /// Driver buffers to request: what the pipeline may hold plus two for the driver to fill, and
+    /// at least `camera.buffers`; 32 at most (uvcvideo's limit).
+    var buffersToRequest: Int { min(32, max(options.buffers, leaseBudget.load(ordering: .relaxed) + 2)) }
+
     public func close() {
+        retire()
         device = nil
         lostAtNs = nil
         intake.converter = nil
@@ -151,22 +171,22 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
 
     // MARK: capture loop
 
-    public func nextFrame(into frame: inout NV12Frame) throws -> Bool {
+    public func nextFrame() throws -> FrameLease? {
         while !stopRequested.load(ordering: .relaxed) {
-            guard let fd = device?.fd else {
-                guard reconnect() else { return false }
+            guard let stream else {
+                guard reconnect() else { return nil }
                 continue
             }
             let pollError: Bool
-            switch waitReadable(fd) {
-            case .stop: return false
+            switch waitReadable(stream.fd) {
+            case .stop: return nil
             case .timeout: checkStall(); continue
             case .ready(let error): pollError = error
             }
             var buf = v4l2_buffer()
             buf.type = CV4L2_BUF_TYPE_VIDEO_CAPTURE
             buf.memory = CV4L2_MEMORY_MMAP
-            let e = device?.dequeue(&buf) ?? ENODEV
+            let e = stream.dequeue(&buf)
             if e == EAGAIN {
                 // A spurious wake-up; but an error poll with nothing to dequeue would spin.
                 if pollError { markLost("poll reported an error on the camera (POLLERR/POLLHUP)") }
@@ -184,29 +204,27 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
                 stallReported = false
                 logger.info("camera frames resumed after a stall", metadata: ["camera.path": "\(options.path)"])
             }
-            guard let mapped = device?.mapping(Int(buf.index)), let converter = intake.converter else {
+            guard let mapped = stream.mapping(Int(buf.index)), let converter = intake.converter else {
                 markLost("driver returned unknown buffer index \(buf.index)")
                 continue
             }
-            let outcome = intake.take(mapped, bytesUsed: buf.bytesused, flags: buf.flags, sequence: buf.sequence,
-                                      into: frame.buffer)
-            let captureNs = timestamp(buf, now: now)  // before QBUF, which rewrites `buf`
-            // The driver gets its buffer back before anything else. If that fails the camera is
-            // marked lost, but this frame is already converted and still good.
-            _ = requeue(&buf)
+            let outcome = intake.take(mapped, bytesUsed: buf.bytesused, flags: buf.flags, sequence: buf.sequence)
             if outcome.gap > 0 { logDrop(.sequenceGap, n: outcome.gap, total: outcome.gapTotal, reason: nil) }
-            guard outcome.delivered else {
+            guard outcome.delivered, let payload = outcome.payload else {
+                // Not a frame: straight back to the driver.
+                if stream.requeueUnleased(&buf) != 0 { markLost("VIDIOC_QBUF: \(String(cString: strerror(errno)))") }
                 if let kind = outcome.dropped { logDrop(kind, n: 1, total: outcome.droppedTotal, reason: outcome.reason) }
                 continue
             }
-            frame.info.width = converter.outputWidth
-            frame.info.height = converter.outputHeight
-            frame.info.fileIndex = -1
-            frame.info.captureNs = captureNs
-            frame.info.sourceDropped = outcome.sourceDropped
-            return true
+            var info = FrameInfo()
+            info.width = converter.outputWidth
+            info.height = converter.outputHeight
+            info.fileIndex = -1
+            info.captureNs = timestamp(buf, now: now)
+            info.sourceDropped = outcome.sourceDropped
+            return stream.lease(index: Int(buf.index), payload: payload, info: info)
         }
-        return false
+        return nil
     }
 
     private enum Readiness {
@@ -231,13 +249,6 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
                 return .ready(error: n < 0 || fds[0].revents & bad != 0)
             }
         }
-    }
-
-    private func requeue(_ buf: inout v4l2_buffer) -> Bool {
-        let e = device?.requeue(&buf) ?? ENODEV
-        if e == 0 { return true }
-        markLost("VIDIOC_QBUF: \(String(cString: strerror(e)))")
-        return false
     }
 
     /// Logs the first drop of a kind and then every hundredth at warning; each one at debug only
@@ -272,6 +283,11 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     /// No frame for `stallTimeoutMs`: report once per stall; a node that vanished or was replaced
     /// is a loss; after four timeouts the stream is restarted.
     private func checkStall() {
+        if let stream, stream.leased >= stream.bufferCount {
+            // Every buffer is leased: the pipeline is slow, not the camera.
+            lastFrameNs = Clock.monotonicNs()
+            return
+        }
         let silentMs = (Clock.monotonicNs() &- lastFrameNs) / 1_000_000
         if !stallReported {
             stallReported = true
@@ -289,9 +305,10 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
 
     // MARK: loss and recovery
 
-    /// Stops streaming and releases everything (the device's deinit unmaps and closes), then
-    /// reports the loss. The next `nextFrame` re-opens with backoff.
+    /// Stops streaming and lets go of the device (unmapped and closed once the frames still leased
+    /// are back), then reports the loss. The next `nextFrame` re-opens with backoff.
     private func markLost(_ reason: String) {
+        retire()
         device = nil
         intake.converter = nil
         stallReported = false
@@ -342,6 +359,27 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         return false
     }
 
+    /// Stops the current stream, if any, keeping it (and so the device) until its leases are back.
+    private func retire() {
+        guard let s = stream else { return }
+        stream = nil
+        s.retire()
+        retiredStream.withLock { $0 = s }
+    }
+
+    /// The previous stream's buffers must all be back before the device is opened again (the
+    /// driver keeps the old file's buffers until it closes). Frames in flight return within one
+    /// inference; a second is generous.
+    /// - Throws: `.busy`-like `CameraError` when they are not back in time (retried with backoff).
+    private func awaitRetiredLeases() throws(CameraError) {
+        guard let old = retiredStream.withLock({ $0 }) else { return }
+        let back = old.waitAllReturned(timeoutNs: 1_000_000_000, abandon: { stopRequested.load(ordering: .relaxed) })
+        guard back else {
+            throw .system(path: options.path, call: "re-open (frames of the previous stream still in flight: \(old.leased))", errno: EBUSY)
+        }
+        retiredStream.withLock { $0 = nil }  // the last reference: the old device closes here
+    }
+
     /// Waits `ms` on the wake-up fd; true when stop was requested meanwhile.
     private func sleepUnlessStopped(ms: Int) -> Bool {
         var p = pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)
@@ -363,6 +401,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     /// S_PARM, and builds the converter for what the driver actually set.
     private func negotiate() throws(CameraError) {
         device = nil
+        try awaitRetiredLeases()
         let dev = try V4L2Device(path: options.path, raw: options.raw)
         let caps = try dev.capabilities()
         if let why = caps.unusableReason {
@@ -424,8 +463,17 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     }
 
     private func startStream() throws(CameraError) {
-        guard device != nil else { throw .notFound(path: options.path) }
-        let granted = try device?.startStreaming(buffers: options.buffers) ?? 0
+        guard var dev = device.take() else { throw .notFound(path: options.path) }
+        let granted = try dev.startStreaming(buffers: buffersToRequest)
+        let path = options.path
+        let log = logger
+        stream = V4L2Stream(device: dev, bufferCount: granted, counters: counters, onRejected: { reason, total in
+            // On a worker: the first corrupt frame, then every hundredth, at warning.
+            log.debug("camera frame dropped", metadata: ["camera.drop": "corrupt frame", "camera.count": "\(total)"])
+            guard total == 1 || total % 100 == 0 else { return }
+            log.warning("camera frames dropped", metadata: ["camera.path": "\(path)", "camera.drop": "corrupt frame",
+                                                            "camera.count": "\(total)", "camera.reason": "\(reason)"])
+        })
         negotiated?.buffers = granted
         published.withLock { $0 = negotiated }
         intake.streamRestarted()
@@ -451,7 +499,7 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             "camera.card": "\(n.card)", "camera.format": "\(n.format.rawValue)",
             "camera.size": "\(n.width)x\(n.height)", "camera.fps": "\(n.fps.map { String($0) } ?? "driver default")",
             "camera.bytesperline": "\(n.bytesPerLine)", "camera.sizeimage": "\(n.sizeImage)",
-            "camera.buffers": "\(n.buffers > 0 ? n.buffers : options.buffers)",
+            "camera.buffers": "\(n.buffers > 0 ? n.buffers : buffersToRequest)",
         ]
     }
 }

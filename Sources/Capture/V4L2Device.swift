@@ -274,6 +274,13 @@ public struct V4L2Device: ~Copyable {
     @inline(__always)
     public func requeue(_ buffer: inout v4l2_buffer) -> Int32 { ioctl(CV4L2_VIDIOC_QBUF, &buffer) }
 
+    /// STREAMOFF: the driver stops filling buffers and gives every queued one back; the mappings
+    /// stay valid (frames still leased keep their pixels) until the device is released.
+    public func stopStreaming() {
+        var type = Int32(bitPattern: CV4L2_BUF_TYPE_VIDEO_CAPTURE)
+        _ = ioctl(CV4L2_VIDIOC_STREAMOFF, &type)
+    }
+
     /// The driver buffer `index` as mapped (valid while this device lives).
     public func mapping(_ index: Int) -> UnsafeRawBufferPointer? {
         index >= 0 && index < mappings.count ? UnsafeRawBufferPointer(mappings[index]) : nil

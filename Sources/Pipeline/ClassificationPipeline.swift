@@ -57,18 +57,6 @@ public struct ModelOptions: ConfigSection {
 
 extension ResizeMode: ConfigEnum {}
 
-/// Counters for every stage; every drop has a cause.
-public struct PipelineCounters: Sendable, Equatable {
-    public var captured = 0
-    public var published = 0
-    public var droppedQueueFull = 0
-    public var droppedPoolExhausted = 0
-    public var droppedSource = 0
-    public var inferenceErrors = 0
-    public var queueDepth = 0
-    public var droppedTotal: Int { droppedQueueFull + droppedPoolExhausted + droppedSource + inferenceErrors }
-}
-
 public enum PipelineError: Error, CustomStringConvertible {
     case source(String)
     case engineUnhealthy(String)
@@ -81,135 +69,269 @@ public enum PipelineError: Error, CustomStringConvertible {
     }
 }
 
-/// capture thread → drop-oldest `FrameQueue` → N inference workers (one engine slot each) →
-/// result thread (restores frame order) → record sinks.
-/// The frame pool, engine slots, result ring and encoder buffer are all sized at start-up, so the
-/// steady state allocates nothing per frame.
-/// Thread context: `start`, `stop`, `wait` from the owner; everything else on dedicated threads.
+/// What a source added to a pipeline is called and how it shares the engine.
+public struct LaneSpec: Sendable {
+    public var name: String
+    public var weight = 1
+    /// The first frame's `seq` (a source that carries on across a reload keeps its numbering).
+    public var firstSeq: UInt64 = 0
+    public init(name: String, weight: Int = 1, firstSeq: UInt64 = 0) {
+        self.name = name
+        self.weight = weight
+        self.firstSeq = firstSeq
+    }
+}
+
+/// capture thread per source → `FrameScheduler` (a bounded ring per source, fair weighted pick) →
+/// N inference workers (one engine slot each; each converts its frame straight into its slot's
+/// input) → result thread (restores the order frames were taken in) → record sinks.
+/// Sources can be added and removed while it runs; the others keep publishing meanwhile.
+/// Engine slots, result ring, conversion scratch and encoders are sized when the pipeline or a
+/// source is set up, so the steady state allocates nothing per frame.
+/// Thread context: `start`, `stop`, `wait`, `addSource`, `removeSource` from the owner (they
+/// block); everything else on dedicated threads.
 public final class ClassificationPipeline: @unchecked Sendable {
-    public let source: any FrameSource
     public let engine: any InferenceEngine
     public let options: PipelineOptions
-    public let pool: FramePool
-    public let queue: FrameQueue
-    /// Time per stage (convert, scale, infer, post-process, publish), for `camclass bench`.
+    public let scheduler = FrameScheduler()
+    /// Time per stage (convert+scale, infer, post-process, publish), for `camclass bench`.
     public let stageTimes = StageTimes()
     private let sinks: [any RecordSink]
-    private let encoder: RecordEncoder
+    private let modelName: String
     private let logger: Logger
     private let onResult: (@Sendable (ClassificationResult) -> Void)?
     /// Names used in records (class labels, stable labels).
     public let vocabulary: RecordVocabulary
-    /// Per-stage latencies of the last `latencyWindowSeconds`, for `status`.
+    /// Per-stage latencies of the last `latencyWindowSeconds`, over every source.
     public let latency: LatencyWindow
-    private let stable: StableLabel?
-    private let stableCurrent = Atomic<Int32>(-1)
-    private let stateRaw = Atomic<UInt8>(SourceState.starting.rawValue)
-    private let frameWidth = Atomic<Int>(0)
-    private let frameHeight = Atomic<Int>(0)
-    private let sourceEnded = Atomic<Bool>(false)
+
+    /// The sources, in the order they were added; guarded by `lanesLock`.
+    private let lanesLock = Mutex<[SourceLane]>([])
+    /// Counters of sources removed while running (so the totals never go backwards).
+    private let removedTotals = Mutex(PipelineCounters())
+    /// The largest frame any source delivers: the workers' conversion scratch is sized from it,
+    /// and re-made (outside the per-frame path) when a larger source is added.
+    private let scratchSize = Mutex<(width: Int, height: Int)>((2, 2))
+    private let scratchGeneration = Atomic<Int>(0)
 
     // Result ring: ticket t lives in results[t % count]; `ready` marks completed tickets.
     private let results: [ClassificationResult]
+    private var resultLanes: [SourceLane?]
     private let resultCond = Condition()
     private var ready: [Bool]
     private var nextToEmit: UInt64 = 0
     private var workersRunning = 0
     private var finished = false
+    private var started = false
     /// Called once when the pipeline finishes (see `whenFinished`); guarded by `resultCond`.
     private var finishObservers: [@Sendable () -> Void] = []
 
-    private let captured = Atomic<Int>(0)
-    private let sourceDropped = Atomic<Int>(0)
-    private let inferenceErrors = Atomic<Int>(0)
     /// Inference failures are logged at most once per 10 s, with a count of those not logged.
     private let inferenceFailureLog = SharedLogRateLimiter()
     private let published = Atomic<Int>(0)
+    /// Frames captured by every source (for the pipeline-wide input rate).
+    private let capturedTotal = Atomic<Int>(0)
     private let consecutiveFailures = Atomic<Int>(0)
     private let stopRequested = Atomic<Bool>(false)
-    private let failure = Mutex<PipelineError?>(nil)
+    private let engineFailure = Mutex<PipelineError?>(nil)
     private var threads: [DedicatedThread] = []
 
+    /// A pipeline over `engine` with no source yet (`addSource`).
     /// - Parameters:
     ///   - sinks: receive every record's JSON line on the result thread (must not block).
     ///   - onResult: optional observer on the result thread (e.g. console printing).
-    public init(source: any FrameSource, engine: any InferenceEngine, labels: LabelSet, modelName: String,
+    public init(engine: any InferenceEngine, labels: LabelSet, modelName: String,
                 sinks: [any RecordSink], options: PipelineOptions, logger: Logger,
                 onResult: (@Sendable (ClassificationResult) -> Void)? = nil) {
-        self.source = source
         self.engine = engine
         self.options = options
         self.sinks = sinks
+        self.modelName = modelName
         self.logger = logger
         self.onResult = onResult
         let workers = engine.slots.count
-        let size = source.maxFrameSize
-        // Enough buffers that the capture thread always finds one: queue + one per worker + the
-        // frame being captured + one spare.
-        pool = FramePool(count: options.queueCapacity + workers + 2, width: size.width, height: size.height)
-        queue = FrameQueue(capacity: options.queueCapacity, pool: pool, policy: source.isLive ? .dropOldest : .block)
         let ringSize = max(2, workers * 2)
         // The stable-label stage needs every class's probability; otherwise only the top-k is kept.
         let allClasses = options.stable == nil ? 0 : engine.info.classes
         results = (0..<ringSize).map { _ in ClassificationResult(maxTopK: max(1, options.model.topK), classes: allClasses) }
+        resultLanes = Array(repeating: nil, count: ringSize)
         ready = Array(repeating: false, count: ringSize)
-        let vocabulary = options.vocabulary ?? RecordVocabulary(labels: labels.names)
-        self.vocabulary = vocabulary
-        encoder = RecordEncoder(source: source.name, model: modelName, vocabulary: vocabulary,
-                                fileNames: source.fileNames, maxTopK: max(1, options.model.topK))
-        stable = options.stable.map { StableLabel(vocabulary: vocabulary, options: $0) }
+        vocabulary = options.vocabulary ?? RecordVocabulary(labels: labels.names)
         latency = LatencyWindow(seconds: options.latencyWindowSeconds)
     }
 
-    /// What the source is doing, as far as the pipeline can tell (frames flowing, ended, failed…).
-    public var sourceState: SourceState { SourceState(rawValue: stateRaw.load(ordering: .relaxed)) ?? .starting }
-    /// Size of the frames last classified (the negotiated format's size); 0 before the first.
-    public var frameSize: (width: Int, height: Int) { (frameWidth.load(ordering: .relaxed), frameHeight.load(ordering: .relaxed)) }
-    /// The current stable label's name (nil when the stage is off).
-    public var stableLabelName: String? {
-        guard stable != nil else { return nil }
-        let i = Int(stableCurrent.load(ordering: .relaxed))
-        return i >= 0 && i < vocabulary.stableNames.count ? vocabulary.stableNames[i] : "unknown"
+    /// A pipeline with one source, named after it (the single-camera daemon, tools, tests).
+    public convenience init(source: any FrameSource, engine: any InferenceEngine, labels: LabelSet, modelName: String,
+                            sinks: [any RecordSink], options: PipelineOptions, logger: Logger,
+                            onResult: (@Sendable (ClassificationResult) -> Void)? = nil) {
+        self.init(engine: engine, labels: labels, modelName: modelName, sinks: sinks, options: options, logger: logger,
+                  onResult: onResult)
+        addLane(source: source, spec: LaneSpec(name: source.name, firstSeq: options.firstSeq))
     }
 
+    /// The sources now running, in the order they were added.
+    public var lanes: [SourceLane] { lanesLock.withLock { $0 } }
+    public func lane(named name: String) -> SourceLane? { lanes.first { $0.name == name } }
+    /// The first source (the only one for a single-camera daemon).
+    public var source: any FrameSource { lanes.first!.source }
+
+    /// Leases a source may have out at once: its ring, one per worker converting, one being pushed.
+    public var leasesPerSource: Int { options.queueCapacity + engine.slots.count + 1 }
+
+    /// Adds a source: sized, wired, and, when the pipeline runs, opened and started.
+    /// - Throws: whatever the source's `open` throws (then nothing was added).
+    @discardableResult
+    public func addSource(_ source: any FrameSource, spec: LaneSpec) throws -> SourceLane {
+        source.reserveLeases(leasesPerSource)
+        let running = resultCond.locked { started && !finished }
+        if running { try source.open() }
+        let lane = addLane(source: source, spec: spec)
+        if running { startCapture(lane) }
+        logger.info("source added", metadata: ["source": "\(spec.name)", "source.weight": "\(lane.weight)"])
+        return lane
+    }
+
+    @discardableResult
+    private func addLane(source: any FrameSource, spec: LaneSpec) -> SourceLane {
+        source.reserveLeases(leasesPerSource)
+        let encoder = RecordEncoder(source: spec.name, model: modelName, vocabulary: vocabulary,
+                                    fileNames: source.fileNames, maxTopK: max(1, options.model.topK))
+        let stable = options.stable.map { StableLabel(vocabulary: vocabulary, options: $0) }
+        let lane = SourceLane(name: spec.name, source: source, weight: spec.weight, queueCapacity: options.queueCapacity,
+                              firstSeq: spec.firstSeq, encoder: encoder, stable: stable,
+                              latencyWindowSeconds: options.latencyWindowSeconds)
+        let size = source.maxFrameSize
+        let grew = scratchSize.withLock { s -> Bool in
+            guard size.width > s.width || size.height > s.height else { return false }
+            s = (max(s.width, size.width), max(s.height, size.height))
+            return true
+        }
+        if grew { scratchGeneration.add(1, ordering: .releasing) }
+        scheduler.add(lane)
+        lanesLock.withLock { $0.append(lane) }
+        return lane
+    }
+
+    /// Stops one source, lets its queued and in-flight frames be published, closes it and takes
+    /// it out; the other sources keep running meanwhile. Blocks until done.
+    /// - Returns: the removed lane (its counters stay readable), nil when no source has that name.
+    @discardableResult
+    public func removeSource(named name: String, closeSource: Bool = true) -> SourceLane? {
+        guard let lane = lane(named: name) else { return nil }
+        scheduler.hold()  // the pipeline does not end just because this was its last source
+        defer { scheduler.release() }
+        lane.stopRequested.store(true, ordering: .relaxed)
+        lane.source.requestStop()
+        scheduler.close(lane)
+        lane.captureThread?.join()
+        lane.captureThread = nil
+        scheduler.waitDrained(lane)
+        let final = scheduler.counters(lane)
+        lane.finalQueue.withLock { $0 = final }
+        scheduler.remove(lane)
+        lanesLock.withLock { $0.removeAll { $0 === lane } }
+        removedTotals.withLock { $0 = $0.adding(counters(of: lane)) }
+        if lane.state == .streaming || lane.state == .starting { lane.stateRaw.store(SourceState.stopped.rawValue, ordering: .relaxed) }
+        if closeSource { lane.source.close() }
+        logger.info("source removed", metadata: ["source": "\(name)", "source.published": "\(lane.published.load(ordering: .relaxed))"])
+        return lane
+    }
+
+    /// Keeps the pipeline running while it has no source (a reload replacing the only one).
+    public func holdOpen() { scheduler.hold() }
+    public func releaseHold() { scheduler.release() }
+
+    /// What the first source is doing (the single-source view; `lanes` has each).
+    public var sourceState: SourceState { lanes.first?.state ?? .stopped }
+    /// Size of the first source's frames last classified.
+    public var frameSize: (width: Int, height: Int) { lanes.first?.frameSize ?? (0, 0) }
+    /// The first source's current stable label's name (nil when the stage is off).
+    public var stableLabelName: String? { lanes.first?.stableLabelName }
+
+    /// One source's counters.
+    public func counters(of lane: SourceLane) -> PipelineCounters {
+        let q = lane.finalQueue.withLock { $0 } ?? scheduler.counters(lane)
+        var c = PipelineCounters()
+        c.captured = lane.captured.load(ordering: .relaxed)
+        c.published = lane.published.load(ordering: .relaxed)
+        c.droppedQueueFull = q.droppedOldest
+        c.droppedSource = lane.sourceDropped.load(ordering: .relaxed)
+        c.droppedCorrupt = lane.corrupt.load(ordering: .relaxed)
+        c.inferenceErrors = lane.inferenceErrors.load(ordering: .relaxed)
+        c.queueDepth = q.depth
+        return c
+    }
+
+    /// Every source's counters added up, removed sources included.
     public var counters: PipelineCounters {
-        let q = queue.counters
-        return PipelineCounters(captured: captured.load(ordering: .relaxed), published: published.load(ordering: .relaxed),
-                                droppedQueueFull: q.droppedOldest, droppedPoolExhausted: pool.exhaustedCount,
-                                droppedSource: sourceDropped.load(ordering: .relaxed),
-                                inferenceErrors: inferenceErrors.load(ordering: .relaxed), queueDepth: q.depth)
+        lanes.reduce(removedTotals.withLock { $0 }) { $0.adding(counters(of: $1)) }
     }
 
-    /// Why the pipeline stopped on its own (source failure, unhealthy engine), if it did.
-    public var error: PipelineError? { failure.withLock { $0 } }
+    /// Why the pipeline stopped on its own (an unhealthy engine; a source that failed, once no
+    /// source runs any more), if it did.
+    public var error: PipelineError? {
+        if let e = engineFailure.withLock({ $0 }) { return e }
+        guard isFinished else { return nil }
+        for lane in lanes { if let e = lane.error { return .source(e) } }
+        return nil
+    }
 
-    /// Opens the source and starts all threads.
-    /// - Throws: whatever the source's `open` throws (missing camera, busy device…).
+    /// Opens every source and starts all threads.
+    /// - Throws: whatever a source's `open` throws (missing camera, busy device…); sources opened
+    ///   before it are closed again.
     public func start() throws {
-        try source.open()
+        let current = lanes
+        var opened: [any FrameSource] = []
+        do {
+            for lane in current {
+                try lane.source.open()
+                opened.append(lane.source)
+            }
+        } catch {
+            for s in opened { s.requestStop(); s.close() }
+            throw error
+        }
         let slots = engine.slots
-        resultCond.locked { workersRunning = slots.count }
+        resultCond.locked {
+            workersRunning = slots.count
+            started = true
+        }
         threads.append(DedicatedThread(name: "camclass-result") { [self] in resultLoop() })
         for (i, slot) in slots.enumerated() {
             threads.append(DedicatedThread(name: "camclass-infer\(i)") { [self] in workerLoop(slot) })
         }
-        threads.append(DedicatedThread(name: "camclass-capture") { [self] in captureLoop() })
+        for lane in current { startCapture(lane) }
         logger.info("pipeline started", metadata: [
             "pipeline.workers": "\(slots.count)", "pipeline.queue": "\(options.queueCapacity)",
-            "pipeline.pool": "\(pool.capacity)", "pipeline.resize": "\(options.model.resize.rawValue)"])
+            "pipeline.sources": "\(current.map(\.name).joined(separator: ","))", "pipeline.resize": "\(options.model.resize.rawValue)"])
     }
 
-    /// Asks the source to stop; frames already captured are still classified and published.
+    private func startCapture(_ lane: SourceLane) {
+        let index = lanes.firstIndex { $0 === lane } ?? 0
+        lane.captureThread = DedicatedThread(name: index == 0 ? "camclass-capture" : "camclass-capture\(index)") { [self] in
+            captureLoop(lane)
+        }
+    }
+
+    /// Asks every source to stop; frames already captured are still classified and published.
     public func stop() {
         stopRequested.store(true, ordering: .relaxed)
-        source.requestStop()
+        for lane in lanes {
+            lane.stopRequested.store(true, ordering: .relaxed)
+            lane.source.requestStop()
+        }
     }
 
-    /// Blocks until every thread has finished (after `stop`, the end of a replay, or the frame limit).
+    /// Blocks until every thread has finished (after `stop`, the end of the replays, or the frame
+    /// limit), then closes the sources.
     public func wait() {
+        for lane in lanes {
+            lane.captureThread?.join()
+            lane.captureThread = nil
+        }
         for t in threads { t.join() }
         threads.removeAll()
-        source.close()
+        for lane in lanes { lane.source.close() }
     }
 
     /// Blocks until the pipeline finished on its own or `timeoutNs` passed; true when finished.
@@ -217,7 +339,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
         resultCond.wait(timeoutNs: timeoutNs, until: { finished })
     }
 
-    /// Whether every thread's work is done (stopped, end of a replay, frame limit, failure). Never blocks.
+    /// Whether every thread's work is done (stopped, end of the replays, frame limit, failure). Never blocks.
     public var isFinished: Bool { resultCond.locked { finished } }
 
     /// Runs `body` once when the pipeline finishes: on the result thread as it ends, or at once on
@@ -234,38 +356,48 @@ public final class ClassificationPipeline: @unchecked Sendable {
 
     // MARK: threads
 
-    private func captureLoop() {
-        var seq = options.firstSeq
-        defer { queue.close() }
-        while !stopRequested.load(ordering: .relaxed) {
-            guard var frame = pool.acquire() else {
-                // Cannot happen with the pool sized as above; counted, and we back off briefly
-                // (a sleep, not a wait: no event would say a buffer came back, and it never idles here).
-                usleep(500)
-                continue
-            }
+    private func captureLoop(_ lane: SourceLane) {
+        defer { scheduler.close(lane) }
+        let source = lane.source
+        while !stopRequested.load(ordering: .relaxed) && !lane.stopRequested.load(ordering: .relaxed) {
+            var frame: FrameLease
             do {
-                guard try source.nextFrame(into: &frame) else {
-                    if !stopRequested.load(ordering: .relaxed) { sourceEnded.store(true, ordering: .relaxed) }
+                guard let next = try source.nextFrame() else {
+                    if !stopRequested.load(ordering: .relaxed) && !lane.stopRequested.load(ordering: .relaxed) {
+                        lane.ended.store(true, ordering: .relaxed)
+                        logger.info("source ended", metadata: ["source": "\(lane.name)"])
+                    }
                     break
                 }
+                frame = next
             } catch {
-                failure.withLock { $0 = .source("\(error)") }
-                logger.error("frame source failed", metadata: ["source": "\(source.name)", "error": "\(error)"])
+                lane.failure.withLock { $0 = "\(error)" }
+                lane.stateRaw.store(SourceState.failed.rawValue, ordering: .relaxed)
+                logger.error("frame source failed", metadata: ["source": "\(lane.name)", "error": "\(error)"])
                 break
             }
-            frame.info.seq = seq
-            seq += 1
+            frame.info.seq = lane.nextSeq
+            lane.nextSeq += 1
             if frame.info.convertNs > 0 { stageTimes.add(.convert, frame.info.convertNs) }
-            if frame.info.sourceDropped > 0 { sourceDropped.add(Int(frame.info.sourceDropped), ordering: .relaxed) }
-            captured.add(1, ordering: .relaxed)
-            queue.push(frame)
+            if frame.info.sourceDropped > 0 { lane.sourceDropped.add(Int(frame.info.sourceDropped), ordering: .relaxed) }
+            lane.captured.add(1, ordering: .relaxed)
+            capturedTotal.add(1, ordering: .relaxed)
+            scheduler.push(frame, lane: lane)
         }
+    }
+
+    private func makeConverter() -> (ModelInputConverter, Int) {
+        let generation = scratchGeneration.load(ordering: .acquiring)
+        let size = scratchSize.withLock { $0 }
+        let input = engine.slots[0].input.layout
+        return (ModelInputConverter(maxWidth: size.width, maxHeight: size.height,
+                                    inputWidth: input.width, inputHeight: input.height), generation)
     }
 
     private func workerLoop(_ slot: any InferenceSlot) {
         let scores = UnsafeMutableBufferPointer<Float>.allocate(capacity: engine.info.classes)
         scores.initialize(repeating: 0)
+        var (converter, generation) = makeConverter()
         defer {
             scores.deallocate()
             resultCond.locked { workersRunning -= 1 }
@@ -273,36 +405,50 @@ public final class ClassificationPipeline: @unchecked Sendable {
         }
         let logits = engine.info.outputsLogits
         while true {
-            guard let frame = queue.pop() else { break }
-            let ticket = frame.info.ticket
-            let t0 = Clock.monotonicNs()
-            NV12Ops.scale(frame.pixels, into: slot.input, mode: options.model.resize)
+            guard let (lane, handle) = scheduler.pop() else { break }
+            if scratchGeneration.load(ordering: .acquiring) != generation {
+                (converter, generation) = makeConverter()  // a larger source was added (not per frame)
+            }
+            let frame = handle.adopt()
             let info = frame.info
-            _ = consume frame  // the buffer goes back to the pool as soon as it is scaled
-            let t1 = Clock.monotonicNs()
+            let ticket = info.ticket
+            let t0 = Clock.monotonicNs()
             var ok = true
-            do {
-                try slot.infer(scores: scores)
-                consecutiveFailures.store(0, ordering: .relaxed)
+            var converted = true
+            do throws(FrameConversionError) {
+                try converter.convert(frame.payload, into: slot.input, mode: options.model.resize)
             } catch {
+                converted = false
                 ok = false
-                inferenceErrors.add(1, ordering: .relaxed)
-                let n = consecutiveFailures.add(1, ordering: .relaxed).newValue
-                // Rate-limited, not per consecutive run: an engine failing every other frame
-                // would otherwise log a line per failure (issue 11 F19).
-                if let suppressed = inferenceFailureLog.admit() {
-                    logger.warning("inference failed; frame dropped", metadata: [
-                        "error": "\(error)", "inference.consecutive_failures": "\(n)",
-                        "inference.errors_total": "\(inferenceErrors.load(ordering: .relaxed))", "log.suppressed": "\(suppressed)"])
-                }
-                if n >= options.maxConsecutiveFailures {
-                    failure.withLock { $0 = $0 ?? .engineUnhealthy("\(n) consecutive failures, last: \(error)") }
-                    stop()
+                frame.reject(error)
+                lane.corrupt.add(1, ordering: .relaxed)
+            }
+            _ = consume frame  // the buffer goes back (to the driver) as soon as it is converted
+            let t1 = Clock.monotonicNs()
+            if converted {
+                do {
+                    try slot.infer(scores: scores)
+                    consecutiveFailures.store(0, ordering: .relaxed)
+                } catch {
+                    ok = false
+                    lane.inferenceErrors.add(1, ordering: .relaxed)
+                    let n = consecutiveFailures.add(1, ordering: .relaxed).newValue
+                    // Rate-limited, not per consecutive run: an engine failing every other frame
+                    // would otherwise log a line per failure (issue 11 F19).
+                    if let suppressed = inferenceFailureLog.admit() {
+                        logger.warning("inference failed; frame dropped", metadata: [
+                            "error": "\(error)", "inference.consecutive_failures": "\(n)",
+                            "inference.errors_total": "\(counters.inferenceErrors)", "log.suppressed": "\(suppressed)"])
+                    }
+                    if n >= options.maxConsecutiveFailures {
+                        engineFailure.withLock { $0 = $0 ?? .engineUnhealthy("\(n) consecutive failures, last: \(error)") }
+                        stop()
+                    }
                 }
             }
             let t2 = Clock.monotonicNs()
             stageTimes.add(.scale, t1 - t0)
-            stageTimes.add(.infer, t2 - t1)
+            if converted { stageTimes.add(.infer, t2 - t1) }
             // Wait for this ticket's result slot to be free (the result thread lags ≤ ring size).
             let index = Int(ticket % UInt64(results.count))
             resultCond.wait(until: { ticket < nextToEmit + UInt64(results.count) && !ready[index] })
@@ -327,17 +473,22 @@ public final class ClassificationPipeline: @unchecked Sendable {
             } else {
                 r.topCount = 0
             }
-            resultCond.locked { ready[index] = true }
+            resultCond.locked {
+                resultLanes[index] = lane
+                ready[index] = true
+            }
             resultCond.broadcast()
         }
     }
 
     private func resultLoop() {
-        var lostReported = 0
         var limitHit = false
         defer {
-            let end: SourceState = error != nil ? .failed : (limitHit || sourceEnded.load(ordering: .relaxed)) ? .ended : .stopped
-            stateRaw.store(end.rawValue, ordering: .relaxed)
+            for lane in lanes where lane.state != .failed {
+                let end: SourceState = engineFailure.withLock({ $0 }) != nil ? .failed
+                    : (limitHit || lane.ended.load(ordering: .relaxed)) ? .ended : .stopped
+                lane.stateRaw.store(end.rawValue, ordering: .relaxed)
+            }
             let observers = resultCond.locked { () -> [@Sendable () -> Void] in
                 finished = true
                 defer { finishObservers = [] }
@@ -349,69 +500,79 @@ public final class ClassificationPipeline: @unchecked Sendable {
         while true {
             var index = -1
             var done = false
+            var lane: SourceLane?
             resultCond.wait(until: {
                 let i = Int(nextToEmit % UInt64(results.count))
-                if ready[i] { index = i; return true }
+                if ready[i] { index = i; lane = resultLanes[i]; return true }
                 if workersRunning == 0 { done = true; return true }
                 return false
             })
             if done { break }
             let r = results[index]
-            let limitReached = options.frameLimit.map { published.load(ordering: .relaxed) >= $0 } ?? false
-            if r.ok && !limitReached {
-                let c = counters
-                r.dropped = UInt64(max(0, c.droppedTotal - lostReported))
-                lostReported = c.droppedTotal
-                let now = Clock.monotonicNs()
-                r.totalNs = now >= r.captureNs ? now - r.captureNs : 0
-                r.realtimeNs = r.captureNs &+ (Clock.realtimeNs() &- now)
-                if let stable {
-                    stable.apply(to: r)
-                    stableCurrent.store(r.stableLabel, ordering: .relaxed)
-                }
-                if frameWidth.load(ordering: .relaxed) != Int(r.width) || frameHeight.load(ordering: .relaxed) != Int(r.height) {
-                    frameWidth.store(Int(r.width), ordering: .relaxed)
-                    frameHeight.store(Int(r.height), ordering: .relaxed)
-                }
-                if stateRaw.load(ordering: .relaxed) != SourceState.streaming.rawValue {
-                    stateRaw.store(SourceState.streaming.rawValue, ordering: .relaxed)
-                }
-                // An empty line did not fit the encoder (sized for the configuration, so never
-                // expected): skipped, never published cut.
-                let line = encoder.classification(r)
-                if !line.isEmpty {
-                    let record = PublishedRecord(kind: .classification, json: line, result: r, spans: encoder.spans)
-                    for sink in sinks { sink.publish(record) }
-                }
-                if r.stableChanged {
-                    let json = encoder.change(r)
-                    let change = PublishedRecord(kind: .change, json: json, result: r)
-                    if !json.isEmpty { for sink in sinks { sink.publish(change) } }
-                }
-                let published = Clock.monotonicNs()
-                stageTimes.add(.publish, published - now)
-                var sample = LatencyWindow.Sample()
-                sample.timeNs = published
-                sample.preprocessNs = r.preprocessNs
-                sample.inferenceNs = r.inferenceNs
-                sample.totalNs = r.totalNs
-                sample.waitNs = r.totalNs &- min(r.totalNs, r.preprocessNs + r.inferenceNs)
-                sample.publishNs = published - now
-                sample.captured = c.captured
-                latency.record(sample)
-                onResult?(r)
-                let n = self.published.add(1, ordering: .relaxed).newValue
-                if let limit = options.frameLimit, n >= limit {
-                    limitHit = true
-                    logger.info("frame limit reached", metadata: ["pipeline.frames": "\(limit)"])
-                    stop()
-                }
-            }
+            if let lane { publish(r, lane: lane, limitHit: &limitHit) }
             resultCond.locked {
                 ready[index] = false
+                resultLanes[index] = nil
                 nextToEmit += 1
             }
             resultCond.broadcast()
+            if let lane { scheduler.finished(lane: lane) }
+        }
+    }
+
+    /// Publishes one result of `lane` (result thread).
+    private func publish(_ r: ClassificationResult, lane: SourceLane, limitHit: inout Bool) {
+        let limitReached = options.frameLimit.map { published.load(ordering: .relaxed) >= $0 } ?? false
+        guard r.ok && !limitReached else { return }
+        let c = counters(of: lane)
+        r.dropped = UInt64(max(0, c.droppedTotal - lane.lostReported))
+        lane.lostReported = c.droppedTotal
+        let now = Clock.monotonicNs()
+        r.totalNs = now >= r.captureNs ? now - r.captureNs : 0
+        r.realtimeNs = r.captureNs &+ (Clock.realtimeNs() &- now)
+        if let stable = lane.stable {
+            stable.apply(to: r)
+            lane.stableCurrent.store(r.stableLabel, ordering: .relaxed)
+        }
+        if lane.frameWidth.load(ordering: .relaxed) != Int(r.width) || lane.frameHeight.load(ordering: .relaxed) != Int(r.height) {
+            lane.frameWidth.store(Int(r.width), ordering: .relaxed)
+            lane.frameHeight.store(Int(r.height), ordering: .relaxed)
+        }
+        if lane.stateRaw.load(ordering: .relaxed) != SourceState.streaming.rawValue {
+            lane.stateRaw.store(SourceState.streaming.rawValue, ordering: .relaxed)
+        }
+        // An empty line did not fit the encoder (sized for the configuration, so never
+        // expected): skipped, never published cut.
+        let line = lane.encoder.classification(r)
+        if !line.isEmpty {
+            let record = PublishedRecord(kind: .classification, json: line, result: r, spans: lane.encoder.spans)
+            for sink in sinks { sink.publish(record) }
+        }
+        if r.stableChanged {
+            let json = lane.encoder.change(r)
+            let change = PublishedRecord(kind: .change, json: json, result: r)
+            if !json.isEmpty { for sink in sinks { sink.publish(change) } }
+        }
+        let publishedNs = Clock.monotonicNs()
+        stageTimes.add(.publish, publishedNs - now)
+        var sample = LatencyWindow.Sample()
+        sample.timeNs = publishedNs
+        sample.preprocessNs = r.preprocessNs
+        sample.inferenceNs = r.inferenceNs
+        sample.totalNs = r.totalNs
+        sample.waitNs = r.totalNs &- min(r.totalNs, r.preprocessNs + r.inferenceNs)
+        sample.publishNs = publishedNs - now
+        sample.captured = c.captured
+        lane.latency.record(sample)
+        sample.captured = capturedTotal.load(ordering: .relaxed)
+        latency.record(sample)
+        onResult?(r)
+        lane.published.add(1, ordering: .relaxed)
+        let n = published.add(1, ordering: .relaxed).newValue
+        if let limit = options.frameLimit, n >= limit {
+            limitHit = true
+            logger.info("frame limit reached", metadata: ["pipeline.frames": "\(limit)"])
+            stop()
         }
     }
 }

@@ -45,6 +45,11 @@ public final class Condition: @unchecked Sendable {
         return true
     }
 
+    /// Within `locked`: waits (the mutex released meanwhile) until `ready` returns true.
+    public func waitLocked(until ready: () -> Bool) {
+        while !ready() { pthread_cond_wait(cond, mutex) }
+    }
+
     /// Runs `body` with the mutex held (for state that waiters re-check).
     public func locked<R>(_ body: () throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)

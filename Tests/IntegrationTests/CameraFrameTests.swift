@@ -38,12 +38,10 @@ import Testing
     /// A sample photo as NV12 at `width` x `height` (cropped/scaled).
     static func photoFrame(width: Int, height: Int) throws -> NV12Buffer {
         let replay = try ReplaySource(path: try jpegFiles().first { $0.hasSuffix("chelsea.jpg") } ?? jpegFiles()[0], fps: 0, loop: false)
-        let pool = FramePool(count: 1, width: replay.maxFrameSize.width, height: replay.maxFrameSize.height)
         replay.open()
-        var f = pool.acquire()!
-        #expect(try replay.nextFrame(into: &f))
+        guard let f = try replay.nextFrame(), let pixels = f.nv12 else { throw CocoaError(.fileReadCorruptFile) }
         let out = NV12Buffer(width: width, height: height)
-        NV12Ops.scale(f.pixels, into: out.view, mode: .crop)
+        NV12Ops.scale(pixels, into: out.view, mode: .crop)
         return out
     }
 
@@ -139,56 +137,87 @@ import Testing
 
     // MARK: corrupt MJPEG: dropped and counted, never a crash
 
+    /// What a camera buffer goes through end to end: the capture thread's intake, then a worker's
+    /// conversion into a model input that sits inside a canary (writes outside it show).
+    final class CameraToInput {
+        let intake: CameraFrameIntake
+        let worker: ModelInputConverter
+        let input: NV12Buffer
+        static let inputSide = 64
+        /// Frames the worker refused (corrupt MJPEG), counted as the pipeline counts them.
+        var rejected = 0
+
+        init(format: CameraPixelFormat = .mjpeg, width: Int, height: Int, sizeImage: Int = 0) {
+            intake = CameraFrameIntake(converter: CameraFrameConverter(format: format, width: width, height: height,
+                                                                       bytesPerLine: 0, sizeImage: sizeImage))
+            worker = ModelInputConverter(maxWidth: width, maxHeight: height, inputWidth: Self.inputSide, inputHeight: Self.inputSide)
+            input = CameraFrameTests.canaryPool(width: Self.inputSide, height: Self.inputSide)
+        }
+
+        /// The outcome, with a worker's refusal reported as a corrupt drop.
+        func take(_ raw: UnsafeRawBufferPointer, used: Int, sequence: UInt32) -> (delivered: Bool, dropped: CameraDropKind?, sourceDropped: UInt32) {
+            let o = intake.take(raw, bytesUsed: UInt32(used), flags: 0, sequence: sequence)
+            guard o.delivered, let payload = o.payload else { return (false, o.dropped, 0) }
+            let target = input.view.cropped(width: Self.inputSide, height: Self.inputSide)
+            do throws(FrameConversionError) {
+                try worker.convert(payload, into: target, mode: .crop)
+            } catch {
+                rejected += 1
+                return (false, .corrupt, o.sourceDropped)
+            }
+            return (true, nil, o.sourceDropped)
+        }
+
+        var canaryIntact: Bool { CameraFrameTests.canaryIntact(input, width: Self.inputSide, height: Self.inputSide) }
+    }
+
     static func smallJPEG(width: Int = 96, height: Int = 64) throws -> [UInt8] {
         try JPEGEncoder.encode(try photoFrame(width: width, height: height).view.readOnly, subsampling: .s422, quality: 80)
     }
 
     @Test func truncatedJPEGsAreAllDropped() throws {
         let jpeg = try JPEGEncoder.encode(try Self.photoFrame(width: 640, height: 480).view.readOnly, subsampling: .s422)
-        let intake = CameraFrameIntake(converter: CameraFrameConverter(format: .mjpeg, width: 640, height: 480,
-                                                                         bytesPerLine: 0, sizeImage: jpeg.count))
-        let pool = Self.canaryPool(width: 640, height: 480)
+        let path = CameraToInput(width: 640, height: 480, sizeImage: jpeg.count)
         var cuts = Array(stride(from: 0, to: jpeg.count - 2, by: max(1, jpeg.count / 60)))
         cuts += [1, 2, 3, 4, 10, 100, 600, jpeg.count - 2, jpeg.count - 1]
         var seq: UInt32 = 0
         for cut in cuts {
             let o = jpeg.withUnsafeBytes { raw in
-                intake.take(UnsafeRawBufferPointer(rebasing: raw[0..<cut]), bytesUsed: UInt32(cut), flags: 0, sequence: seq, into: pool.view)
+                path.take(UnsafeRawBufferPointer(rebasing: raw[0..<cut]), used: cut, sequence: seq)
             }
             seq += 1
             if cut == 0 { #expect(o.dropped == .empty) } else { #expect(o.dropped == .corrupt, "a JPEG cut at \(cut) of \(jpeg.count) bytes was delivered") }
         }
-        #expect(intake.stats.corruptFrames + intake.stats.emptyBuffers == cuts.count && intake.stats.frames == 0)
-        #expect(Self.canaryIntact(pool, width: 640, height: 480))
+        let s = path.intake.stats
+        #expect(s.corruptFrames + s.emptyBuffers + path.rejected == cuts.count)
+        #expect(path.canaryIntact)
         // The whole JPEG still decodes after all that (the decoder state is not poisoned).
-        let ok = jpeg.withUnsafeBytes { intake.take($0, bytesUsed: UInt32(jpeg.count), flags: 0, sequence: seq, into: pool.view) }
-        #expect(ok.delivered && ok.sourceDropped == UInt32(cuts.count))
+        let ok = jpeg.withUnsafeBytes { path.take($0, used: jpeg.count, sequence: seq) }
+        #expect(ok.delivered)
     }
 
     @Test func flippedBytesAreDroppedOrDecodedButNeverCrash() throws {
         let jpeg = try Self.smallJPEG()
-        let intake = CameraFrameIntake(converter: CameraFrameConverter(format: .mjpeg, width: 96, height: 64, bytesPerLine: 0, sizeImage: 0))
-        let pool = Self.canaryPool(width: 96, height: 64)
+        let path = CameraToInput(width: 96, height: 64)
         var delivered = 0
         // Every byte position, one bit flipped (markers, tables, entropy-coded data alike).
         for position in 0..<jpeg.count {
             var damaged = jpeg
             damaged[position] ^= 0x10
-            let o = damaged.withUnsafeBytes { intake.take($0, bytesUsed: UInt32($0.count), flags: 0, sequence: UInt32(position), into: pool.view) }
+            let o = damaged.withUnsafeBytes { path.take($0, used: $0.count, sequence: UInt32(position)) }
             if o.delivered { delivered += 1 } else { #expect(o.dropped == .corrupt) }
         }
-        let s = intake.stats
-        print("flipped bits: \(jpeg.count) positions, \(s.corruptFrames) dropped, \(delivered) still decoded")
-        #expect(s.frames == delivered && s.corruptFrames == jpeg.count - delivered)
-        #expect(s.corruptFrames > 0, "no flipped byte was detected at all")
-        #expect(Self.canaryIntact(pool, width: 96, height: 64))
+        let corrupt = path.intake.stats.corruptFrames + path.rejected
+        print("flipped bits: \(jpeg.count) positions, \(corrupt) dropped, \(delivered) still decoded")
+        #expect(corrupt == jpeg.count - delivered)
+        #expect(corrupt > 0, "no flipped byte was detected at all")
+        #expect(path.canaryIntact)
     }
 
     @Test func tenThousandFuzzedFramesAreDroppedAndCountedNeverACrash() throws {
         let base = try Self.smallJPEG()
         let other = try Self.smallJPEG(width: 128, height: 96)  // the wrong size for this camera
-        let intake = CameraFrameIntake(converter: CameraFrameConverter(format: .mjpeg, width: 96, height: 64, bytesPerLine: 0, sizeImage: 0))
-        let pool = Self.canaryPool(width: 96, height: 64)
+        let path = CameraToInput(width: 96, height: 64)
         var rng = SplitMix(state: 0xC0FFEE)
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)  // a driver buffer: fixed size, reused
         var delivered = 0, dropped = 0
@@ -220,20 +249,18 @@ import Testing
             buffer.withUnsafeMutableBufferPointer { b in frame.withUnsafeBufferPointer { f in
                 if count > 0 { b.baseAddress!.update(from: f.baseAddress!, count: count) }
             } }
-            let o = buffer.withUnsafeBytes {
-                intake.take($0, bytesUsed: UInt32(count), flags: 0, sequence: UInt32(i), into: pool.view)
-            }
+            let o = buffer.withUnsafeBytes { path.take($0, used: count, sequence: UInt32(i)) }
             if o.delivered { delivered += 1 } else { dropped += 1 }
         }
-        let s = intake.stats
-        print("fuzzed MJPEG: \(n) frames, \(dropped) dropped (corrupt \(s.corruptFrames), empty \(s.emptyBuffers)), \(delivered) still decoded")
+        let s = path.intake.stats
+        print("fuzzed MJPEG: \(n) frames, \(dropped) dropped (corrupt \(s.corruptFrames + path.rejected), empty \(s.emptyBuffers)), \(delivered) still decoded")
         #expect(delivered + dropped == n)
-        #expect(s.frames == delivered && s.corruptFrames + s.emptyBuffers == dropped)
+        #expect(s.corruptFrames + path.rejected + s.emptyBuffers == dropped)
         #expect(dropped > n / 2, "only \(dropped) of \(n) damaged frames were detected")
         #expect(s.sequenceGaps == 0)
-        #expect(Self.canaryIntact(pool, width: 96, height: 64), "a damaged frame wrote outside the pool frame")
-        // A clean frame right after the storm is delivered, carrying the count of what was lost since.
-        let ok = base.withUnsafeBytes { intake.take($0, bytesUsed: UInt32($0.count), flags: 0, sequence: UInt32(n), into: pool.view) }
+        #expect(path.canaryIntact, "a damaged frame wrote outside the model input")
+        // A clean frame right after the storm is delivered.
+        let ok = base.withUnsafeBytes { path.take($0, used: $0.count, sequence: UInt32(n)) }
         #expect(ok.delivered)
     }
 
@@ -299,9 +326,8 @@ import Testing
         let frame = [UInt8](repeating: 100, count: w * h * 3 / 2)
         let intake = CameraFrameIntake(converter: CameraFrameConverter(format: .nv12, width: w, height: h, bytesPerLine: w,
                                                                          sizeImage: frame.count))
-        let pool = NV12Buffer(width: w, height: h)
         func take(_ seq: UInt32, flags: UInt32 = 0, used: Int? = nil) -> IntakeOutcome {
-            frame.withUnsafeBytes { intake.take($0, bytesUsed: UInt32(used ?? frame.count), flags: flags, sequence: seq, into: pool.view) }
+            frame.withUnsafeBytes { intake.take($0, bytesUsed: UInt32(used ?? frame.count), flags: flags, sequence: seq) }
         }
         #expect(take(0).delivered && take(1).sourceDropped == 0)
         let gap = take(4)  // the driver skipped 2 and 3

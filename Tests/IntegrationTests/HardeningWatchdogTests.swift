@@ -31,7 +31,7 @@ final class LostCameraDouble: FrameSource, @unchecked Sendable {
     var liveness: SourceLiveness? { SourceLiveness(waiting: true, lastActivityNs: activity.load(ordering: .relaxed)) }
 
     func open() throws {}
-    func nextFrame(into frame: inout NV12Frame) throws -> Bool { false }
+    func nextFrame() throws -> FrameLease? { nil }
     func requestStop() { stop.set() }
     func close() {}
 

@@ -119,26 +119,26 @@ import Testing
         func plan(_ yaml: String) throws -> ReloadPlan { ReloadPlan(old: old, new: try DaemonConfig.parse(yaml: yaml, file: "c.yaml")) }
 
         var p = try plan("model:\n  top_k: 3\nstable:\n  enter: 0.5\n")
-        #expect(p.pipelineChanged && !p.engineChanged && !p.sourceChanged && p.changed == ["model.top_k"])
+        #expect(p.pipelineChanged && !p.engineChanged && !p.sourcesChanged && p.changed == ["model.top_k"])
 
         p = try plan(base + "inference:\n  precision: f32\n")
-        #expect(p.engineChanged && !p.pipelineChanged && !p.sourceChanged && p.changed == ["inference.precision"])
+        #expect(p.engineChanged && !p.pipelineChanged && !p.sourcesChanged && p.changed == ["inference.precision"])
 
         p = try plan(base + "source:\n  fps: 5\n")
-        #expect(p.sourceChanged && !p.engineChanged && p.changed == ["source"])
+        #expect(p.sourcesChanged && !p.engineChanged && p.changed == ["source auto changed"])
 
         // Socket and log settings need a restart: kept, reported, nothing else changes.
         p = try plan(base + "publish:\n  socket: /tmp/elsewhere.sock\nlog:\n  keep: 9\n")
         #expect(p.needRestart == ["publish.socket", "log.keep"])
         #expect(p.effective.publish.path == old.publish.path && p.effective.log.keep == old.log.keep)
-        #expect(!p.sourceChanged && !p.engineChanged && !p.pipelineChanged && p.changed.isEmpty)
+        #expect(!p.sourcesChanged && !p.engineChanged && !p.pipelineChanged && p.changed.isEmpty)
 
         // Stable-label thresholds rebuild the pipeline, not the camera.
         p = try plan("model:\n  top_k: 5\nstable:\n  enter: 0.7\n  min_dwell_ms: 900\n")
-        #expect(p.pipelineChanged && !p.sourceChanged && p.changed == ["stable.enter", "stable.min_dwell_ms"])
+        #expect(p.pipelineChanged && !p.sourcesChanged && p.changed == ["stable.enter", "stable.min_dwell_ms"])
 
         p = try plan(base + "daemon:\n  log_level: debug\n")
-        #expect(p.changed == ["daemon.log_level"] && !p.sourceChanged && !p.pipelineChanged)
+        #expect(p.changed == ["daemon.log_level"] && !p.sourcesChanged && !p.pipelineChanged)
 
         // A value written differently but meaning the same is no change (sections compare values).
         p = try plan("model:\n  top_k: 5\nstable:\n  enter: 0.50\n")

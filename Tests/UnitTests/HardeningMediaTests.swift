@@ -98,22 +98,29 @@ struct HardeningMediaTests {
     }
 
     /// F7, camera side: an MJPEG frame whose header claims another size than the negotiated one is
-    /// dropped and counted before decoding (this held already; kept as a guard).
-    @Test func mjpegFrameWithForeignHeaderSizeIsDroppedAndCounted() throws {
+    /// refused by the worker's decoder from its header (no 60000x60000 decode), and the next good
+    /// frame still converts. MJPEG frames are judged on the worker, so the capture side delivers both.
+    @Test func mjpegFrameWithForeignHeaderSizeIsRefusedBeforeDecoding() throws {
         let converter = CameraFrameConverter(format: .mjpeg, width: 64, height: 48, bytesPerLine: 0, sizeImage: 64 * 48 * 2)
         let intake = CameraFrameIntake(converter: converter)
-        let pool = NV12Buffer(width: 64, height: 48)
+        let worker = ModelInputConverter(maxWidth: 64, maxHeight: 48, inputWidth: 32, inputHeight: 32)
+        let input = NV12Buffer(width: 32, height: 32)
         let bomb = try Self.pixelBomb()
-        let out = bomb.withUnsafeBytes { intake.take($0, bytesUsed: UInt32($0.count), flags: 0, sequence: 1, into: pool.view) }
-        #expect(!out.delivered)
-        #expect(out.dropped == .corrupt)
-        #expect(out.droppedTotal == 1)
-        #expect(out.reason.map { "\($0)" }?.contains("60000x60000") == true, "\(String(describing: out.reason))")
+        try bomb.withUnsafeBytes { raw in
+            let out = intake.take(raw, bytesUsed: UInt32(raw.count), flags: 0, sequence: 1)
+            #expect(out.delivered)
+            let payload = try #require(out.payload)
+            #expect(throws: FrameConversionError.self) { try worker.convert(payload, into: input.view, mode: .crop) }
+            do { try worker.convert(payload, into: input.view, mode: .crop) } catch {
+                #expect("\(error)".contains("60000x60000"), "\(error)")
+            }
+        }
         let good = try Self.jpeg(width: 64, height: 48)
-        let next = good.withUnsafeBytes { intake.take($0, bytesUsed: UInt32($0.count), flags: 0, sequence: 2, into: pool.view) }
-        #expect(next.delivered)
-        #expect(next.sourceDropped == 1)
-        #expect(intake.stats.corruptFrames == 1)
+        try good.withUnsafeBytes { raw in
+            let next = intake.take(raw, bytesUsed: UInt32(raw.count), flags: 0, sequence: 2)
+            #expect(next.delivered)
+            try worker.convert(try #require(next.payload), into: input.view, mode: .crop)
+        }
     }
 
     // MARK: F13

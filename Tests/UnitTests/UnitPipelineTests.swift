@@ -91,61 +91,17 @@ import Testing
     }
 }
 
-@Suite struct UnitQueueTests {
-    func frame(_ pool: FramePool, seq: UInt64) -> NV12Frame {
-        var f = pool.acquire()!
-        f.info.seq = seq
-        return f
-    }
-
-    @Test func dropOldestKeepsFreshestAndCountsDrops() throws {
-        let pool = FramePool(count: 8, width: 16, height: 16)
-        let q = FrameQueue(capacity: 2, pool: pool, policy: .dropOldest)
-        for s in 0..<5 { q.push(frame(pool, seq: UInt64(s))) }
-        #expect(q.counters.droppedOldest == 3)
-        #expect(q.counters.depth == 2)
-        #expect(pool.available == 6, "dropped frames return their buffers")
-        guard let a = q.pop(), let b = q.pop() else { Issue.record("queue lost frames"); return }
-        #expect(a.info.seq == 3 && a.info.ticket == 0)
-        #expect(b.info.seq == 4 && b.info.ticket == 1)
-        _ = consume a
-        _ = consume b
-        #expect(pool.available == 8)
-        q.close()
-        #expect(seqOf(q.pop()) == nil)
-        #expect(q.push(frame(pool, seq: 9)) == false, "closed queues refuse and release")
-        #expect(pool.available == 8)
-    }
-
-    @Test func blockPolicyWaitsInsteadOfDropping() throws {
-        let pool = FramePool(count: 8, width: 16, height: 16)
-        let q = FrameQueue(capacity: 1, pool: pool, policy: .block)
-        q.push(frame(pool, seq: 0))
-        let pushed = AtomicFlagBox()
-        let t = Thread { q.push(self.frame(pool, seq: 1)); pushed.set() }
-        t.start()
-        usleep(100_000)
-        #expect(!pushed.isSet, "a full blocking queue makes the producer wait")
-        #expect(seqOf(q.pop()) == 0)
-        for _ in 0..<100 where !pushed.isSet { usleep(10_000) }
-        #expect(pushed.isSet)
-        #expect(q.counters.droppedOldest == 0)
-    }
-
-    @Test func poolExhaustionIsCounted() {
+@Suite struct UnitPoolTests {
+    @Test func poolExhaustionIsCountedAndReleaseReturnsTheBuffer() {
         let pool = FramePool(count: 1, width: 16, height: 16)
-        let held = pool.acquire()
-        let heldMissing = held == nil
-        #expect(!heldMissing)
-        #expect(seqOf(pool.acquire()) == nil)
+        var held: FrameLease? = pool.acquire()
+        #expect(pool.available == 0)
+        let secondMissing = pool.acquire() == nil
+        #expect(secondMissing)
         #expect(pool.exhaustedCount == 1)
+        held = nil
+        #expect(pool.available == 1, "a lease that ends returns its buffer")
     }
-}
-
-/// The frame's seq, consuming the lease (nil for no frame).
-func seqOf(_ frame: consuming NV12Frame?) -> UInt64? {
-    guard let f = frame else { return nil }
-    return f.info.seq
 }
 
 final class AtomicFlagBox: @unchecked Sendable {

@@ -165,13 +165,21 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         let converter = CameraFrameConverter(format: format, width: width, height: height,
                                              bytesPerLine: bytesPerLine, sizeImage: sizeImage)
         let intake = CameraFrameIntake(converter: converter)
-        // The pool buffer is the negotiated size (even), as the camera sizes it.
-        let pool = NV12Buffer(width: max(2, converter.outputWidth), height: max(2, converter.outputHeight))
         let buffer = UnsafeRawBufferPointer(rebasing: data[4...])
-        let outcome = intake.take(buffer, bytesUsed: UInt32(buffer.count), flags: 0, sequence: 1, into: pool.view)
-        if outcome.delivered { return .accepted }
-        precondition(outcome.dropped != nil, "a frame neither delivered nor dropped")
-        return .rejected(outcome.reason.map { "\($0)" } ?? "\(outcome.dropped!)")
+        let outcome = intake.take(buffer, bytesUsed: UInt32(buffer.count), flags: 0, sequence: 1)
+        guard outcome.delivered, let payload = outcome.payload else {
+            precondition(outcome.dropped != nil, "a frame neither delivered nor dropped")
+            return .rejected(outcome.reason.map { "\($0)" } ?? "\(outcome.dropped!)")
+        }
+        // What a worker does with it: convert into a model input (sized as the camera's frames).
+        let worker = ModelInputConverter(maxWidth: max(2, width), maxHeight: max(2, height), inputWidth: 32, inputHeight: 32)
+        let input = NV12Buffer(width: 32, height: 32)
+        do throws(FrameConversionError) {
+            try worker.convert(payload, into: input.view, mode: .crop)
+        } catch {
+            return .rejected("\(error)")
+        }
+        return .accepted
     }
 
     // MARK: replay files
@@ -215,7 +223,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         close(fd)
     }
 
-    /// Loads `path` as a replay source and copies every image out once, as the pipeline would.
+    /// Loads `path` as a replay source and takes every image once, as the pipeline would.
     static func replay(_ path: String) -> FuzzOutcome {
         let source: ReplaySource
         do {
@@ -228,15 +236,15 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         precondition(!source.fileNames.isEmpty, "a replay source without images")
         let size = source.maxFrameSize
         precondition(size.width * size.height <= replayMaxPixels, "maxFrameSize \(size) over the pixel limit")
-        let pool = FramePool(count: 1, width: size.width, height: size.height)
         source.open()
         var frames = 0
-        while var frame = pool.acquire() {
-            let more: Bool
-            do { more = try source.nextFrame(into: &frame) } catch {
+        while true {
+            let frame: FrameLease?
+            do { frame = try source.nextFrame() } catch {
                 preconditionFailure("nextFrame threw on a loaded image: \(error)")
             }
-            if !more { break }
+            guard let frame else { break }
+            precondition(frame.payload.size.width * frame.payload.size.height <= replayMaxPixels, "a frame over the pixel limit")
             frames += 1
             precondition(frames <= source.fileNames.count, "a non-looping replay delivered more frames than files")
         }
