@@ -408,7 +408,6 @@ public final class PipelineSupervisor: @unchecked Sendable {
             // Sources whose settings did not change are handed over open; the rest are reopened.
             let kept = old.sources.filter { h in next.sources.contains(h.spec) }
             for h in kept { h.beginHandOver() }
-            let seqs = Dictionary(old.pipeline.lanes.map { ($0.name, $0.nextSequence) }, uniquingKeysWith: { a, _ in a })
             old.pipeline.stop()
             if !old.pipeline.waitFinished(timeoutNs: handOverTimeoutNs) {
                 logger.warning("reload: the sources did not hand over in time; reopening them",
@@ -417,6 +416,8 @@ public final class PipelineSupervisor: @unchecked Sendable {
             }
             old.pipeline.wait()
             for h in kept { h.endHandOver() }
+            // Every source carries on its numbering (read once its capture thread has ended).
+            let seqs = Dictionary(old.pipeline.lanes.map { ($0.name, $0.nextSequence) }, uniquingKeysWith: { a, _ in a })
             lastOldRecord = notifier.lastRecordMonotonicNs
             let oldCounters = old.pipeline.counters
             state.withLock { s in

@@ -224,7 +224,7 @@ final class EvalSource: FrameSource, @unchecked Sendable {
                 var frame = pool.cropped(lease, width: size.width, height: size.height)
                 frame.info.fileIndex = Int32(index)
                 frame.info.captureNs = Clock.monotonicNs()
-                frame.info.convertNs = frame.info.captureNs - start
+                frame.info.handOverNs = frame.info.captureNs - start
                 return frame
             } catch {
                 failures.withLock { $0[index] = "\(error)" }

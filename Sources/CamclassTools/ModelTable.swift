@@ -59,7 +59,7 @@ public struct ModelTableRow: Sendable, Codable, Equatable {
 
 /// Table arithmetic and rendering (markdown for people, JSON for tools).
 public enum ModelTable {
-    public static let stageOrder = ["convert", "scale", "infer", "postprocess", "publish"]
+    public static let stageOrder = ["capture", "convert", "infer", "postprocess", "publish"]
     public static let ratioTarget = 0.97
 
     public static func ratio(_ numerator: Double, _ denominator: Double) -> Double {

@@ -30,8 +30,8 @@ public struct FrameInfo: Sendable, Equatable {
     public var sourceDropped: UInt32 = 0
     /// Dequeue order assigned by the pipeline's scheduler (restores order after parallel inference).
     public var ticket: UInt64 = 0
-    /// Time the source spent on this frame before handing it over (0 = not measured).
-    public var convertNs: UInt64 = 0
+    /// Capture-thread time from the frame being ready (dequeued, due) to its lease (0 = not measured).
+    public var handOverNs: UInt64 = 0
 
     public init() {}
 }

@@ -253,7 +253,8 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
         var info = FrameInfo()
         info.fileIndex = Int32(next)
         info.captureNs = Clock.monotonicNs()
-        let lease = FrameLease(owner: self, slot: next, payload: .nv12(imageViews[next]), info: info)
+        var lease = FrameLease(owner: self, slot: next, payload: .nv12(imageViews[next]), info: info)
+        lease.info.handOverNs = max(1, Clock.monotonicNs() - info.captureNs)
         next += 1
         return lease
     }

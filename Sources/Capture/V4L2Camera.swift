@@ -222,7 +222,9 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             info.fileIndex = -1
             info.captureNs = timestamp(buf, now: now)
             info.sourceDropped = outcome.sourceDropped
-            return stream.lease(index: Int(buf.index), payload: payload, info: info)
+            var lease = stream.lease(index: Int(buf.index), payload: payload, info: info)
+            lease.info.handOverNs = max(1, Clock.monotonicNs() - now)
+            return lease
         }
         return nil
     }

@@ -94,7 +94,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
     public let engine: any InferenceEngine
     public let options: PipelineOptions
     public let scheduler = FrameScheduler()
-    /// Time per stage (convert+scale, infer, post-process, publish), for `camclass bench`.
+    /// Time per stage (capture hand-over, convert into the input, infer, post-process, publish), for `camclass bench`.
     public let stageTimes = StageTimes()
     private let sinks: [any RecordSink]
     private let modelName: String
@@ -378,7 +378,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
             }
             frame.info.seq = lane.nextSeq
             lane.nextSeq += 1
-            if frame.info.convertNs > 0 { stageTimes.add(.convert, frame.info.convertNs) }
+            if frame.info.handOverNs > 0 { stageTimes.add(.capture, frame.info.handOverNs) }
             if frame.info.sourceDropped > 0 { lane.sourceDropped.add(Int(frame.info.sourceDropped), ordering: .relaxed) }
             lane.captured.add(1, ordering: .relaxed)
             capturedTotal.add(1, ordering: .relaxed)
@@ -447,7 +447,7 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 }
             }
             let t2 = Clock.monotonicNs()
-            stageTimes.add(.scale, t1 - t0)
+            stageTimes.add(.convert, t1 - t0)
             if converted { stageTimes.add(.infer, t2 - t1) }
             // Wait for this ticket's result slot to be free (the result thread lags ≤ ring size).
             let index = Int(ticket % UInt64(results.count))

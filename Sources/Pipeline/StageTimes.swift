@@ -2,10 +2,12 @@ import Synchronization
 
 /// The stages of the daemon's path that `camclass bench` reports separately.
 public enum PipelineStage: Int, Sendable, CaseIterable {
-    /// The source's copy/conversion into a pool buffer (camera format → NV12).
+    /// The source's hand-over of a frame on its capture thread (a dequeued V4L2 buffer made a
+    /// lease; a replay's image): no pixel is touched here any more.
+    case capture
+    /// On the worker: the frame as delivered (NV12, YUYV, MJPEG) → the engine's input memory:
+    /// format conversion or JPEG decoding, crop and scale, in one pass where possible.
     case convert
-    /// Crop/scale into the engine's input memory.
-    case scale
     case infer
     /// Softmax and top-k.
     case postprocess
@@ -14,8 +16,8 @@ public enum PipelineStage: Int, Sendable, CaseIterable {
 
     public var name: String {
         switch self {
+        case .capture: return "capture"
         case .convert: return "convert"
-        case .scale: return "scale"
         case .infer: return "infer"
         case .postprocess: return "postprocess"
         case .publish: return "publish"
@@ -27,8 +29,8 @@ public enum PipelineStage: Int, Sendable, CaseIterable {
 /// (no allocation, no lock). Readers take two snapshots and divide the difference.
 /// Thread context: `add` from any pipeline thread; `snapshot` from anywhere.
 public final class StageTimes: Sendable {
+    private let captureNs = Atomic<UInt64>(0), captureCount = Atomic<UInt64>(0)
     private let convertNs = Atomic<UInt64>(0), convertCount = Atomic<UInt64>(0)
-    private let scaleNs = Atomic<UInt64>(0), scaleCount = Atomic<UInt64>(0)
     private let inferNs = Atomic<UInt64>(0), inferCount = Atomic<UInt64>(0)
     private let postNs = Atomic<UInt64>(0), postCount = Atomic<UInt64>(0)
     private let publishNs = Atomic<UInt64>(0), publishCount = Atomic<UInt64>(0)
@@ -38,8 +40,8 @@ public final class StageTimes: Sendable {
     @inline(__always)
     public func add(_ stage: PipelineStage, _ ns: UInt64) {
         switch stage {
+        case .capture: captureNs.add(ns, ordering: .relaxed); captureCount.add(1, ordering: .relaxed)
         case .convert: convertNs.add(ns, ordering: .relaxed); convertCount.add(1, ordering: .relaxed)
-        case .scale: scaleNs.add(ns, ordering: .relaxed); scaleCount.add(1, ordering: .relaxed)
         case .infer: inferNs.add(ns, ordering: .relaxed); inferCount.add(1, ordering: .relaxed)
         case .postprocess: postNs.add(ns, ordering: .relaxed); postCount.add(1, ordering: .relaxed)
         case .publish: publishNs.add(ns, ordering: .relaxed); publishCount.add(1, ordering: .relaxed)
@@ -48,9 +50,9 @@ public final class StageTimes: Sendable {
 
     public func snapshot() -> StageSnapshot {
         StageSnapshot(
-            ns: (convertNs.load(ordering: .relaxed), scaleNs.load(ordering: .relaxed), inferNs.load(ordering: .relaxed),
+            ns: (captureNs.load(ordering: .relaxed), convertNs.load(ordering: .relaxed), inferNs.load(ordering: .relaxed),
                  postNs.load(ordering: .relaxed), publishNs.load(ordering: .relaxed)),
-            counts: (convertCount.load(ordering: .relaxed), scaleCount.load(ordering: .relaxed),
+            counts: (captureCount.load(ordering: .relaxed), convertCount.load(ordering: .relaxed),
                      inferCount.load(ordering: .relaxed), postCount.load(ordering: .relaxed),
                      publishCount.load(ordering: .relaxed)))
     }
@@ -69,8 +71,8 @@ public struct StageSnapshot: Sendable {
 
     static func pick(_ t: Five, _ stage: PipelineStage) -> UInt64 {
         switch stage {
-        case .convert: return t.0
-        case .scale: return t.1
+        case .capture: return t.0
+        case .convert: return t.1
         case .infer: return t.2
         case .postprocess: return t.3
         case .publish: return t.4

@@ -19,7 +19,7 @@ import Testing
         r.latencyP50Ms = 3.456
         r.latencyP99Ms = 5.0
         r.fpsInFlight = [120, 250, 248.6, 251]
-        r.stageMs = ["convert": 0.05, "scale": 0.1, "infer": 6.0, "postprocess": 0.01, "publish": 0.02]
+        r.stageMs = ["capture": 0.005, "convert": 0.1, "infer": 6.0, "postprocess": 0.01, "publish": 0.02]
         return r
     }
 
@@ -58,7 +58,7 @@ import Testing
         let after = times.snapshot()
         #expect(after.meanMs(.infer, since: before) == 3.0)
         #expect(after.meanMs(.publish, since: before) == 0.5)
-        #expect(after.meanMs(.convert, since: before) == nil)
+        #expect(after.meanMs(.capture, since: before) == nil)
         times.add(.infer, 9_000_000)
         #expect(times.snapshot().meanMs(.infer, since: after) == 9.0)
         #expect(PipelineStage.allCases.map(\.name) == ModelTable.stageOrder)
