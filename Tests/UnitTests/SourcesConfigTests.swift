@@ -3,6 +3,7 @@ import CamclassDaemon
 import Capture
 import Foundation
 import Support
+import PropertyBased
 import Testing
 
 /// Several sources (issue 13): the `sources:` list, its inheritance from `source:`/`camera:`, its
@@ -234,5 +235,44 @@ import Testing
         #expect(a != b)
         let changed = Set(a.written.keys).union(b.written.keys).filter { a.written[$0] != b.written[$0] }
         #expect(changed == ["sources.rear.camera.width"])
+    }
+}
+
+/// The property of ConfigPropertyTests for the keys of a `sources:` entry: whatever value is
+/// written, the file is accepted or the error names the file and that entry's key.
+@Suite("Sources entry values, generated")
+struct SourcesPropertyTests {
+    static let entryKeys = ["name", "path", "fps", "loop", "max_pixels", "weight"]
+    static let cameraKeys = ["width", "height", "fps", "formats", "buffers", "raw", "backoff_max_ms", "stall_timeout_ms", "max_pixels"]
+    static let keys = entryKeys.map { "sources[0].\($0)" } + cameraKeys.map { "sources[0].camera.\($0)" }
+
+    static func check(_ key: String, _ value: String) {
+        let k = key.split(separator: ".").last!
+        let text: String
+        if key.hasPrefix("sources[0].camera.") {
+            text = "sources:\n  - path: /dev/video0\n    camera:\n      \(k): \(value)\n"
+        } else if k == "path" {
+            text = "sources:\n  - path: \(value)\n"
+        } else {
+            text = "sources:\n  - path: /dev/video0\n    \(k): \(value)\n"
+        }
+        do {
+            let c = try DaemonConfig.parse(yaml: text, file: "p.yaml")
+            #expect(c.sources.count == 1 && SourceSpec.isValidName(c.sources[0].name), "\(key): \(value)")
+        } catch {
+            #expect(error.file == "p.yaml", "\(key): \(value) → \(error)")
+            #expect(error.key == key, "\(key): \(value) → \(error)")
+            #expect(!error.reason.isEmpty)
+        }
+    }
+
+    @Test("every entry key: a generated value parses or names the key", arguments: keys)
+    func everyKey(_ key: String) async {
+        await propertyCheck(count: 100, input: ConfigValueGen.value) { value in Self.check(key, value) }
+    }
+
+    @Test("every entry key: edge values parse or name the key", arguments: keys)
+    func everyKeyEdges(_ key: String) {
+        for value in ConfigValueGen.edges { Self.check(key, value) }
     }
 }
