@@ -161,18 +161,23 @@ test-deps:
 
 install: $(if $(NO_BUILD),,$(if $(filter .build/release,$(BIN_DIR)),build))
 	@for b in camclassd camclass; do [ -x $(BIN_DIR)/$$b ] || { echo "install: $(BIN_DIR)/$$b is missing (make build, or BIN_DIR=...)"; exit 1; }; done
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)/camclassd.service.d $(DESTDIR)$(SYSCONFDIR)/camclassd \
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)/camclassd.service.d $(DESTDIR)$(UNITDIR)/camclassd@.service.d $(DESTDIR)$(SYSCONFDIR)/camclassd \
 	  $(DESTDIR)$(DATADIR)/models $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BIN_DIR)/camclassd $(BIN_DIR)/camclass $(DESTDIR)$(BINDIR)/
 	sed -e 's|/usr/bin/camclassd|$(BINDIR)/camclassd|' -e 's|/etc/camclassd/|$(SYSCONFDIR)/camclassd/|' \
 	  -e 's|/usr/share/doc/camclassd/|$(DOCDIR)/|' systemd/camclassd.service > $(DESTDIR)$(UNITDIR)/camclassd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/camclassd.service
+	@# The template for one process per camera (camclassd@NAME: /etc/camclassd/NAME.yaml).
+	sed -e 's|/usr/bin/camclassd|$(BINDIR)/camclassd|' -e 's|/etc/camclassd/|$(SYSCONFDIR)/camclassd/|' \
+	  -e 's|/usr/share/doc/camclassd/|$(DOCDIR)/|' systemd/camclassd@.service > $(DESTDIR)$(UNITDIR)/camclassd@.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/camclassd@.service
 	sed -e 's|/usr/bin/camclass |$(BINDIR)/camclass |' -e 's|/etc/camclassd/|$(SYSCONFDIR)/camclassd/|' \
 	  -e 's|/usr/share/doc/camclassd/|$(DOCDIR)/|' systemd/camclass-mqtt.service > $(DESTDIR)$(UNITDIR)/camclass-mqtt.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/camclass-mqtt.service
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/camclassd/mqtt.yaml ]; then echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/camclassd/mqtt.yaml"; \
 	else install -m 0644 config/mqtt.yaml $(DESTDIR)$(SYSCONFDIR)/camclassd/mqtt.yaml; fi
 	install -m 0644 systemd/camclassd.service.d/openvino.conf $(DESTDIR)$(UNITDIR)/camclassd.service.d/
+	install -m 0644 systemd/camclassd@.service.d/openvino.conf $(DESTDIR)$(UNITDIR)/camclassd@.service.d/
 	@# The shipped config with the model path pointing at the installed default model.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml ]; then \
 	  echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/camclassd/camclassd.yaml"; \

@@ -87,6 +87,10 @@ public struct ConfigSectionReader {
     public let file: String
     private let values: [String: ConfigNode]
     private let overrides: [String: ConfigOverride]
+    /// Values a key falls back to when neither a flag nor this section sets it: another section
+    /// already read by the same type (a `sources:` entry inherits the top-level `source:` keys),
+    /// reported under that section's name.
+    private let inherited: (section: String, values: [String: ConfigNode])?
     private var read: Set<String> = []
 
     /// The directory of the config file (for paths relative to it); nil for the command line.
@@ -95,9 +99,17 @@ public struct ConfigSectionReader {
         return String(file[..<slash])
     }
 
-    public init(section: String, node: ConfigNode?, file: String, overrides: [ConfigOverride] = []) throws(ConfigError) {
+    /// - Parameter inheriting: keys of another section (`section`, its mapping) this one falls back
+    ///   to, e.g. the top-level `camera:` for a `sources:` entry's `camera:`.
+    public init(section: String, node: ConfigNode?, file: String, overrides: [ConfigOverride] = [],
+                inheriting: (section: String, node: ConfigNode?)? = nil) throws(ConfigError) {
         self.section = section
         self.file = file
+        if let inheriting, case .mapping(let m)? = inheriting.node {
+            inherited = (inheriting.section, m)
+        } else {
+            inherited = nil
+        }
         switch node {
         case .none, .null?: values = [:]
         case .mapping(let m)?: values = m
@@ -124,9 +136,21 @@ public struct ConfigSectionReader {
     private mutating func node(_ key: String) -> (node: ConfigNode, file: String, key: String)? {
         read.insert(key)
         if let o = overrides[key] { return (.scalar(o.value, quoted: false), "command line", "\(o.flag) (\(section).\(key))") }
-        guard let n = values[key] else { return nil }
+        if let n = values[key] {
+            if case .null = n { return nil }
+            return (n, file, "\(section).\(key)")
+        }
+        guard let inherited, let n = inherited.values[key] else { return nil }
         if case .null = n { return nil }
-        return (n, file, "\(section).\(key)")
+        return (n, file, "\(inherited.section).\(key)")
+    }
+
+    /// Whether this section itself (or a flag) sets `key` — inherited values do not count.
+    public func isSet(_ key: String) -> Bool {
+        if overrides[key] != nil { return true }
+        guard let n = values[key] else { return false }
+        if case .null = n { return false }
+        return true
     }
 
     private func error(_ at: (node: ConfigNode, file: String, key: String), _ reason: String) -> ConfigError {

@@ -17,8 +17,10 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
     var config: String?
     // Flags that set a config key are read as text and validated by that key's section type,
     // exactly like the file's value (errors name the flag).
-    @Option(name: .long, help: "Frame source: a folder or file to replay (JPEG, <name>_<W>x<H>.nv12), a camera, or 'auto' (source.path).")
-    var source: String?
+    @Option(name: .long, help: ArgumentHelp(
+        "Frame source: a folder or file to replay (JPEG, <name>_<W>x<H>.nv12), a camera, or 'auto' (source.path). Repeat as NAME=PATH for several sources (replaces the config's sources list).",
+        valueName: "[NAME=]PATH"))
+    var source: [String] = []
     @Option(name: .long, help: "Model sidecar (.model.yaml) or network file (model.path).")
     var model: String?
     @Option(name: .long, help: "Unix socket path subscribers connect to (publish.socket).")
@@ -52,7 +54,7 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
     /// The flags that stand for config keys.
     var overrides: [ConfigOverride] {
         let flags: [(String, String, String, String?)] = [
-            ("--source", "source", "path", source), ("--fps", "source", "fps", fps), ("--once", "source", "loop", once ? "false" : nil),
+            ("--fps", "source", "fps", fps), ("--once", "source", "loop", once ? "false" : nil),
             ("--model", "model", "path", model), ("--backend", "inference", "backend", backend),
             ("--device", "inference", "device", device), ("--workers", "inference", "workers", workers),
             ("--precision", "inference", "precision", precision), ("--socket", "publish", "socket", socket),
@@ -62,7 +64,7 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
     }
 
     func resolvedConfig() throws(ConfigError) -> DaemonConfig {
-        var c = try DaemonConfig.resolve(file: config, overrides: overrides)
+        var c = try DaemonConfig.resolve(file: config, overrides: try DaemonConfig.sourceFlags(source) + overrides)
         if let frames {
             guard frames > 0 else { throw ConfigError(file: "command line", key: "--frames", value: "\(frames)", reason: "expected a positive number") }
             c.frameLimit = frames

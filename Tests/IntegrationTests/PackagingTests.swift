@@ -16,7 +16,8 @@ import Testing
     @Test func unitVerifiesAndScoresAtMostTwo() async throws {
         let (status, out) = try await Self.run(["bash", "Tests/systemd/check-unit.sh", try DaemonProcess.binary()])
         #expect(status == 0, "\(out)")
-        #expect(out.split(separator: "\n").last == "5 passed, 0 failed", "\(out)")
+        // camclassd.service (5 checks) and the template camclassd@.service (6).
+        #expect(out.split(separator: "\n").last == "11 passed, 0 failed", "\(out)")
         print(out)
     }
 
@@ -28,11 +29,15 @@ import Testing
         #expect(status == 0, "\(out)")
         let unit = try String(contentsOfFile: dest + "/opt/cc/lib/systemd/system/camclassd.service", encoding: .utf8)
         #expect(unit.contains("ExecStart=/opt/cc/bin/camclassd --config /etc/camclassd/camclassd.yaml"))
+        let template = try String(contentsOfFile: dest + "/opt/cc/lib/systemd/system/camclassd@.service", encoding: .utf8)
+        #expect(template.contains("ExecStart=/opt/cc/bin/camclassd --config /etc/camclassd/%i.yaml --socket /run/camclassd/%i.sock"))
+        #expect(template.contains("Documentation=file:/opt/cc/share/doc/camclassd/README.md"), "\(template)")
         let config = try String(contentsOfFile: dest + "/etc/camclassd/camclassd.yaml", encoding: .utf8)
         #expect(config.contains("path: /opt/cc/share/camclassd/models/efficientnet_lite0.model.yaml"))
         for f in ["opt/cc/bin/camclassd", "opt/cc/bin/camclass", "opt/cc/share/camclassd/imagenet1k-labels.txt",
                   "opt/cc/share/camclassd/models.yaml", "opt/cc/share/camclassd/models/efficientnet_lite0.onnx",
-                  "opt/cc/lib/systemd/system/camclassd.service.d/openvino.conf"] {
+                  "opt/cc/lib/systemd/system/camclassd.service.d/openvino.conf",
+                  "opt/cc/lib/systemd/system/camclassd@.service.d/openvino.conf"] {
             #expect(FileManager.default.fileExists(atPath: dest + "/" + f), "missing \(f)")
         }
         #expect(config.contains("groups: /opt/cc/share/camclassd/coarse-groups.yaml"), "the groups file where install puts it")
@@ -62,6 +67,7 @@ import Testing
         let (_, contents) = try await Self.run(["dpkg-deb", "-c", deb])
         for path in ["./usr/bin/camclassd", "./usr/bin/camclass", "./lib/systemd/system/camclassd.service",
                      "./lib/systemd/system/camclassd.service.d/openvino.conf", "./etc/camclassd/camclassd.yaml",
+                     "./lib/systemd/system/camclassd@.service", "./lib/systemd/system/camclassd@.service.d/openvino.conf",
                      "./usr/share/camclassd/imagenet1k-labels.txt", "./usr/share/camclassd/models.yaml",
                      "./usr/share/camclassd/models/efficientnet_lite0.model.yaml", "./usr/share/doc/camclassd/README.md"] {
             #expect(contents.contains(" " + path + "\n") || contents.hasSuffix(" " + path), "\(path) not in the package:\n\(contents)")

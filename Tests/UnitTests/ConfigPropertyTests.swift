@@ -14,7 +14,7 @@ struct ConfigPropertyTests {
 
     /// Every key of config/camclassd.yaml, by section (the shipped file documents them all).
     static let keys: [String] = [
-        "source.path", "source.fps", "source.loop", "source.max_pixels",
+        "source.path", "source.name", "source.fps", "source.loop", "source.max_pixels",
         "camera.width", "camera.height", "camera.fps", "camera.formats", "camera.buffers", "camera.raw",
         "camera.backoff_max_ms", "camera.stall_timeout_ms", "camera.max_pixels",
         "model.path", "model.top_k", "model.resize",
