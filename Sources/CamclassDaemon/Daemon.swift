@@ -228,7 +228,7 @@ func makePipeline(config: DaemonConfig, parts: EngineParts, sources: [SourceHand
                                           sinks: sinks, options: options, logger: logger, onResult: observer)
     for h in sources {
         // Not started yet: adding only sizes and wires the source (nothing opens, nothing throws).
-        _ = try? pipeline.addSource(h, spec: LaneSpec(name: h.name, weight: h.spec.weight, firstSeq: seqs[h.name] ?? 0))
+        _ = try? pipeline.addSource(h, spec: LaneSpec(name: h.name, weight: h.spec.options.weight, firstSeq: seqs[h.name] ?? 0))
     }
     return pipeline
 }

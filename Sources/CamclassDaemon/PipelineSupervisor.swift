@@ -494,7 +494,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
                 for spec in arriving {
                     let h = try makeSourceHandle(spec: spec, config: next)
                     do {
-                        try pipeline.addSource(h, spec: LaneSpec(name: spec.name, weight: spec.weight, firstSeq: seqs[spec.name] ?? 0))
+                        try pipeline.addSource(h, spec: LaneSpec(name: spec.name, weight: spec.options.weight, firstSeq: seqs[spec.name] ?? 0))
                     } catch {
                         h.shutdown()
                         throw error
@@ -510,7 +510,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
                 for h in leaving {
                     do {
                         let back = try makeSourceHandle(spec: h.spec, config: old.config)
-                        try pipeline.addSource(back, spec: LaneSpec(name: h.name, weight: h.spec.weight, firstSeq: seqs[h.name] ?? 0))
+                        try pipeline.addSource(back, spec: LaneSpec(name: h.name, weight: h.spec.options.weight, firstSeq: seqs[h.name] ?? 0))
                     } catch {
                         logger.error("reload: a previous source cannot be reopened", metadata: ["source": "\(h.name)", "error": "\(error)"])
                     }
