@@ -47,7 +47,8 @@ public struct ProtocolHello: Sendable, Equatable {
     public var modelSHA256 = ""
     public var modelFile = ""
     public var engine = ""
-    /// The first source's name: kept for clients written before `sources` (one source).
+    /// The first source's name: kept for clients written before `sources` (one source); when
+    /// empty, `sources`' first name is sent.
     public var source = ""
     /// Every configured source, in configuration order; `[]` encodes as `"sources":[]`.
     public var sources: [HelloSource] = []
@@ -76,7 +77,7 @@ public struct ProtocolHello: Sendable, Equatable {
             w.ascii("},\"engine\":")
             w.jsonString(engine)
             w.ascii(",\"source\":")
-            w.jsonString(source)
+            w.jsonString(source.isEmpty ? sources.first?.name ?? "" : source)
             w.ascii(",\"sources\":[")
             for (i, s) in sources.enumerated() {
                 if i > 0 { w.byte(UInt8(ascii: ",")) }

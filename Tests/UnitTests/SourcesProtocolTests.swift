@@ -44,6 +44,9 @@ import WireFormat
         #expect(sources.map { $0["path"] as? String } == ["/dev/v4l/by-id/usb-cam-video-index0", "/var/lib/replay \"x\""])
         #expect(sources.map { $0["state"] as? String } == ["streaming", "lost"])
         #expect(sources.allSatisfy { $0.count == 3 })
+        // `source` defaults to the first source's name.
+        h.source = ""
+        #expect(try Self.object(h.encode())["source"] as? String == "front")
         // Without sources (embedded uses), the list is there and empty.
         #expect((try Self.object(ProtocolHello().encode())["sources"] as? [Any])?.isEmpty == true)
     }
