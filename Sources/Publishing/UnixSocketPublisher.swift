@@ -353,7 +353,8 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let spans = record.spans
         let result = record.result
         let n = (spans != nil && result != nil) ? min(spans!.count, result!.topCount, Int(UInt16.max)) : 0
-        // Source names are at most 32 bytes (SourceName); a longer one is kept whole up to 255.
+        // Source names are at most 32 bytes (SourceName); a longer one is cut at 255 bytes (no
+        // `sources` filter can name it anyway; `last` keys it by those bytes).
         let sourceCount = min(source.count, 255)
         let total = Self.headerSize + n * Self.entrySize + sourceCount + line.count
         var header: (UInt32, UInt8, UInt8, UInt16, UInt64, UInt64, UInt32, UInt32, UInt32, UInt32) = (
