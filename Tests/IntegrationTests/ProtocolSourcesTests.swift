@@ -188,4 +188,74 @@ import WireFormat
         let any = try #require(try c.request(#"{"last":{}}"#, expect: ["classification", "error"]))
         #expect(any["source"] as? String == "s16")
     }
+
+    // MARK: the client tools (the real camclass binary)
+
+    /// `camclass subscribe --source`, `last --source`, `status` against a publisher with two sources.
+    @Test func camclassToolsSelectAndShowSources() throws {
+        let camclass = try TestBinary.camclass()
+        var ctx = Self.context()
+        ctx.status = {
+            var r = StatusReport()
+            r.sourceName = "a"
+            r.sourceState = .streaming
+            var a = StatusReport.SourceStatus(name: "a", path: "/dev/video-a", state: .streaming)
+            a.format = "MJPEG"
+            a.width = 640
+            a.height = 480
+            a.fpsIn = 30
+            a.fpsOut = 30
+            a.captured = 12
+            a.published = 11
+            a.drops.queueFull = 1
+            a.latency = [.init(name: "total", ms: .init(p50: 8.25, p95: 9, p99: 10))]
+            let b = StatusReport.SourceStatus(name: "b", path: "/dev/video-b", state: .lost)
+            r.sources = [a, b]
+            return r.encode()
+        }
+        let (pub, dir) = try ProtocolTestEnv.publisher("src-cli", context: ctx)
+        defer { pub.stop(); try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/s.sock"
+        let a = RecordFeeder(sinks: [pub], labels: Self.labels, source: "a")
+        let b = RecordFeeder(sinks: [pub], labels: Self.labels, source: "b")
+
+        let json = Spawned { try runCommand(camclass, ["subscribe", "--socket", path, "--source", "a", "--count", "3", "--json"], timeoutSeconds: 60) }
+        let human = Spawned { try runCommand(camclass, ["subscribe", "--socket", path, "--source", "b", "--source", "c", "--count", "2"], timeoutSeconds: 60) }
+        // Both connected and their filters set.
+        #expect(ProtocolTestEnv.waitUntil(timeoutMs: 20_000) { pub.subscriberStats.count == 2 && pub.subscriberStats.allSatisfy { $0.requests == 1 } },
+                "\(pub.subscriberStats)")
+        for _ in 0..<3 {
+            b.publish(top: Self.sample)
+            a.publish(top: Self.sample)
+        }
+        let j = try json.wait(), h = try human.wait()
+        #expect(j.status == 0, "\(j.stderr)")
+        let classifications = j.stdout.split(separator: "\n").filter { $0.hasPrefix("{\"type\":\"classification\"") }
+        #expect(classifications.count == 3)
+        #expect(classifications.allSatisfy { $0.contains("\"source\":\"a\"") }, "\(j.stdout)")
+        #expect(h.status == 0, "\(h.stderr)")
+        // Human lines name the source (the hello lists two); the unknown name is reported, not fatal.
+        let lines = h.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first?.contains("sources a (/dev/video-a, streaming), b (/dev/video-b, streaming)") == true, "\(h.stdout)")
+        #expect(lines.filter { $0.contains("Z b #") }.count == 2, "\(h.stdout)")
+        #expect(h.stderr.contains("no source is named c"), "\(h.stderr)")
+
+        let last = try runCommand(camclass, ["last", "--socket", path, "--source", "b", "--json"], timeoutSeconds: 60)
+        #expect(last.status == 0, "\(last.stderr)")
+        #expect(last.stdout.contains("\"reply\":\"last\"") && last.stdout.contains("\"source\":\"b\"") && last.stdout.contains("\"seq\":2"),
+                "\(last.stdout)")
+        let lastHuman = try runCommand(camclass, ["last", "--socket", path, "--source", "a"], timeoutSeconds: 60)
+        #expect(lastHuman.stdout.contains("Z a #2 class 285 0.40"), "\(lastHuman.stdout)")
+        let unknown = try runCommand(camclass, ["last", "--socket", path, "--source", "zz"], timeoutSeconds: 60)
+        #expect(unknown.status == ExitStatus.usage.rawValue, "\(unknown.status) \(unknown.stderr)")
+        #expect(unknown.stderr.contains("no source is named 'zz' (known: a, b)"), "\(unknown.stderr)")
+
+        let status = try runCommand(camclass, ["status", "--socket", path], timeoutSeconds: 60)
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("sources      2\n  a  streaming MJPEG 640x480  fps 30.0/30.0  captured 12 published 11 dropped 1  p50 8.25 ms\n  b  lost  fps 0.0/0.0"),
+                "\(status.stdout)")
+        let statusJSON = try runCommand(camclass, ["status", "--socket", path, "--json"], timeoutSeconds: 60)
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(statusJSON.stdout.utf8)) as? [String: Any])
+        #expect((o["sources"] as? [[String: Any]])?.map { $0["name"] as? String } == ["a", "b"])
+    }
 }
