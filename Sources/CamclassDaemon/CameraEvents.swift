@@ -9,15 +9,25 @@ import Publishing
 ///      "driver":"uvcvideo","card":"…","bus":"usb-…","format":"MJPEG","width":640,"height":480,
 ///      "fps":30.000,"buffers":4,"downtime_ms":1234}
 ///
-/// `downtime_ms` appears when streaming resumes after a loss. Events are rare: encoding may allocate.
+/// `downtime_ms` appears when streaming resumes after a loss. With a source name (several
+/// sources), `source` is that name and `path` the configured path the event names:
+///
+///     {"type":"camera","state":"lost","time":"…","source":"front","path":"/dev/video0","reason":"…"}
+///
+/// Events are rare: encoding may allocate.
 public enum CameraEventRecord {
-    public static func encode(_ e: CameraStateChange, into w: inout ByteWriter) {
+    /// - Parameter name: the source's configured name; nil = the event's path is the `source`.
+    public static func encode(_ e: CameraStateChange, name: String? = nil, into w: inout ByteWriter) {
         w.reset()
         w.ascii("{\"type\":\"camera\",\"state\":")
         w.jsonString(e.state.rawValue)
         w.ascii(",\"time\":\"")
         w.rfc3339(realtimeNs: e.realtimeNs)
         w.ascii("\",\"source\":")
+        if let name {
+            w.jsonString(name)
+            w.ascii(",\"path\":")
+        }
         w.jsonString(e.source)
         if let reason = e.reason {
             w.ascii(",\"reason\":")
@@ -51,10 +61,16 @@ public enum CameraEventRecord {
     }
 
     /// An event handler for `V4L2Camera.setEventHandler` that publishes on `sinks`.
-    public static func publisher(to sinks: [any RecordSink]) -> @Sendable (CameraStateChange) -> Void {
+    /// - Parameter sourceName: the camera's configured source name: the record's `source` (so a
+    ///   subscriber's `sources` filter applies to it); nil = the event's path, and the record goes
+    ///   to every subscriber (one source, as before names).
+    public static func publisher(to sinks: [any RecordSink], sourceName: String? = nil) -> @Sendable (CameraStateChange) -> Void {
         { event in
-            let line = ByteWriter.whole(capacity: 4096) { encode(event, into: &$0) }
-            line.withUnsafeBytes { raw in for sink in sinks { sink.publish(raw) } }
+            let line = ByteWriter.whole(capacity: 4096) { encode(event, name: sourceName, into: &$0) }
+            line.withUnsafeBytes { raw in
+                let record = PublishedRecord(kind: .camera, json: raw, source: sourceName ?? "")
+                for sink in sinks { sink.publish(record) }
+            }
         }
     }
 }

@@ -50,7 +50,14 @@ public enum CamclassClient {
                     }
                     guard let o = object(line), let t = o["type"] as? String else { continue }
                     if types.contains(t) { return (line, o) }
-                    if t == "error" { throw ClientError(message: "camclassd answered: \(o["error"] as? String ?? line)", status: .failure) }
+                    if t == "error" {
+                        // A request the daemon refused as asked (a bad or unknown name) is a usage error;
+                        // a result not there yet may come with a retry.
+                        let code = o["code"] as? String ?? ""
+                        let status: ExitStatus = ["bad_value", "unknown_key", "unknown_source"].contains(code) ? .usage
+                            : code == "no_result_yet" ? .tempFail : .failure
+                        throw ClientError(message: "camclassd answered: \(o["error"] as? String ?? line)", status: status)
+                    }
                 }
             } catch let e as ClientError { throw e } catch {
                 throw ClientError(message: "talking to camclassd: \(error)", status: .ioError)
@@ -65,8 +72,9 @@ public enum CamclassClient {
 
     /// The `subscribe` request for `camclass subscribe`'s filter flags; nil when none is given.
     public static func subscribeRequest(minScore: Double?, classes: [Int], labels: [String], topK: Int?, everyN: Int?,
-                                        maxRateHz: Double?, events: String?, eventsOnly: Bool) -> String? {
+                                        maxRateHz: Double?, events: String?, eventsOnly: Bool, sources: [String] = []) -> String? {
         var f: [String: Any] = [:]
+        if !sources.isEmpty { f["sources"] = sources }
         if let minScore { f["min_score"] = minScore }
         if !classes.isEmpty { f["classes"] = classes }
         if !labels.isEmpty { f["labels"] = labels }
@@ -88,10 +96,19 @@ public enum CamclassClient {
         return json ? line + "\n" : renderStatus(s, hello: session.hello)
     }
 
-    /// `camclass last`: the latest classification line.
-    public static func last(socket: String) throws(ClientError) -> String {
+    /// `camclass last`: the latest classification line, of `source` when given (else of any
+    /// source); also the hello, to tell whether several sources are configured.
+    public static func last(socket: String, source: String? = nil) throws(ClientError) -> (line: String, hello: [String: Any]) {
         let session = try Session.open(socket: socket)
-        return try session.request(#"{"last":{}}"#, expect: ["classification"]).0
+        return (try session.request(lastRequest(source: source), expect: ["classification"]).0, session.hello)
+    }
+
+    /// `{"last":{}}`, or `{"last":{"source":"rear"}}`.
+    public static func lastRequest(source: String?) -> String {
+        guard let source, let data = try? JSONSerialization.data(withJSONObject: ["last": ["source": source]], options: [.sortedKeys]) else {
+            return #"{"last":{}}"#
+        }
+        return String(decoding: data, as: UTF8.self)
     }
 
     public static func renderStatus(_ s: [String: Any], hello: [String: Any]) -> String {
@@ -129,6 +146,26 @@ public enum CamclassClient {
         out += "drops        queue full \(i(drops, "queue_full")), corrupt frame \(i(drops, "corrupt_frame")), driver gap \(i(drops, "driver_gap")), "
         out += "inference error \(i(drops, "inference_error")), pool exhausted \(i(drops, "pool_exhausted")), subscriber overflow \(i(drops, "subscriber_overflow"))\n"
         if let stable = s["stable"] as? String { out += "stable       \(stable)\n" }
+        if let sources = s["sources"] as? [[String: Any]], !sources.isEmpty {
+            // One line per source: name, state, format/size, fps in/out, frames, p50 total latency.
+            let width = min(32, sources.map { ($0["name"] as? String ?? "?").count }.max() ?? 1)
+            out += "sources      \(sources.count)\n"
+            for src in sources {
+                let fps = src["fps"] as? [String: Any], frames = src["frames"] as? [String: Any]
+                let drops = src["drops"] as? [String: Any]
+                let dropped = ["queue_full", "corrupt_frame", "driver_gap", "inference_error", "pool_exhausted"].reduce(0) { $0 + i(drops, $1) }
+                var line = "  " + (src["name"] as? String ?? "?").padding(toLength: width, withPad: " ", startingAt: 0)
+                line += "  " + (src["state"] as? String ?? "?")
+                if let format = src["format"] as? String, i(src, "width") > 0 { line += " \(format) \(i(src, "width"))x\(i(src, "height"))" }
+                line += "  fps \(f(d(fps, "in")))/\(f(d(fps, "out")))"
+                line += "  captured \(i(frames, "captured")) published \(i(frames, "published")) dropped \(dropped)"
+                if let total = (src["latency_ms"] as? [String: Any])?["total"] as? [String: Any] {
+                    line += "  p50 \(f(d(total, "p50"), 2)) ms"
+                }
+                if let detail = src["detail"] as? String { line += " (\(detail))" }
+                out += line + "\n"
+            }
+        }
         let subs = s["subscribers"] as? [[String: Any]] ?? []
         out += "subscribers  \(subs.count)\n"
         for sub in subs {

@@ -89,7 +89,8 @@ public enum SocketPublisherError: Error, CustomStringConvertible {
 
 /// Publishes records to every client of a Unix stream socket, speaking protocol v1
 /// (docs/protocol.md): a `hello` on connect, then records filtered per subscriber, and replies to
-/// `subscribe` / `status` / `last` requests.
+/// `subscribe` / `status` / `last` requests. Each record travels with its source's name
+/// (`PublishedRecord.source`), which a subscriber's `sources` filter and `last`'s `source` use.
 ///
 /// The result thread's `publish` only appends the record once to a shared journal (one lock, one
 /// copy, no per-subscriber work, no allocation) and wakes the I/O thread. The I/O thread applies
@@ -129,8 +130,36 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     private var processed = 0
     private let selected: UnsafeMutableBufferPointer<Int32>
     private var notice = ByteWriter(capacity: 128)
-    private let last: UnsafeMutableRawBufferPointer
-    private var lastCount = 0
+    /// The latest classification of each source (for `last`), at most `maxLastSources`; a record
+    /// of a source not among them takes the slot seen least recently.
+    private var lastSlots: [LastSlot] = []
+    /// The slot of the latest classification of any source (-1: none yet).
+    private var latestSlot = -1
+    private var lastTick: UInt64 = 0
+    public static let maxLastSources = 16
+
+    /// One source's latest classification line. The buffer is allocated when the source first
+    /// publishes; later records are copied into it (no allocation per record).
+    final class LastSlot {
+        var name: [UInt8]
+        let line: UnsafeMutableRawBufferPointer
+        var count = 0
+        var seen: UInt64 = 0
+
+        init(name: UnsafeRawBufferPointer) {
+            self.name = []
+            self.name.reserveCapacity(max(64, name.count))
+            self.name.append(contentsOf: name)
+            line = .allocate(byteCount: UnixSocketPublisher.maxLastRecordBytes, alignment: 8)
+        }
+
+        deinit { line.deallocate() }
+
+        func named(_ bytes: UnsafeRawBufferPointer) -> Bool { name.elementsEqual(bytes) }
+    }
+
+    /// Longest classification line `last` keeps (a longer one is not kept: never a cut record).
+    static let maxLastRecordBytes = 64 * 1024
 
     // I/O thread → everyone else.
     private let snapshot = Mutex(Snapshot())
@@ -171,6 +200,8 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let input: UnsafeMutableRawBufferPointer
         var inputCount = 0
         var filter = SubscriptionFilter()
+        /// `filter.sources` as UTF-8, compared with each record's source bytes (no allocation).
+        var sources: [[UInt8]] = []
         var matched = 0            // classifications that passed the score/class filters (every_n)
         var nextAllowedNs: UInt64 = 0
         var rated = false
@@ -213,7 +244,6 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         journalScratch = .allocate(byteCount: max(options.journalBytes, 64 * 1024), alignment: 16)
         selected = .allocate(capacity: 1 << 16)
         selected.initialize(repeating: 0)
-        last = .allocate(byteCount: 64 * 1024, alignment: 8)
         let interval = UInt64(max(0, options.warningIntervalMs)) * 1_000_000
         refusedLog = LogRateLimiter(intervalNs: interval)
         acceptFailureLog = LogRateLimiter(intervalNs: interval)
@@ -223,7 +253,6 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     deinit {
         journalScratch.deallocate()
         selected.deallocate()
-        last.deallocate()
         if wakeFD >= 0 { close(wakeFD) }
         if wakeReadFD >= 0 { close(wakeReadFD) }
     }
@@ -296,8 +325,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
 
     // MARK: publishing (result thread)
 
-    /// Journal entry layout: a fixed header, `topCount` entries of (class, score, start, end), the line.
-    private static let headerSize = 32
+    /// Journal entry layout: a fixed header, `topCount` entries of (class, score, start, end), the
+    /// source name's UTF-8 bytes, the line.
+    private static let headerSize = 40
     private static let entrySize = 16
 
     /// A raw line (its kind taken from its `type`); delivered to every subscriber whose event
@@ -310,14 +340,27 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     /// is a whole journal behind). Never blocks on a subscriber; allocates nothing.
     public func publish(_ record: PublishedRecord) {
         published.add(1, ordering: .relaxed)
+        // A native String's bytes are read in place (small ones from a stack copy): no allocation.
+        let inPlace = record.source.utf8.withContiguousStorageIfAvailable { append(record, source: UnsafeRawBufferPointer($0)) }
+        if inPlace == nil {
+            var copy = record.source
+            copy.withUTF8 { append(record, source: UnsafeRawBufferPointer($0)) }
+        }
+    }
+
+    private func append(_ record: PublishedRecord, source: UnsafeRawBufferPointer) {
         let line = record.json
         let spans = record.spans
         let result = record.result
         let n = (spans != nil && result != nil) ? min(spans!.count, result!.topCount, Int(UInt16.max)) : 0
-        let total = Self.headerSize + n * Self.entrySize + line.count
-        var header: (UInt32, UInt8, UInt8, UInt16, UInt64, UInt64, UInt32, UInt32) = (
+        // Source names are at most 32 bytes (SourceName); a longer one is cut at 255 bytes (no
+        // `sources` filter can name it anyway; `last` keys it by those bytes).
+        let sourceCount = min(source.count, 255)
+        let total = Self.headerSize + n * Self.entrySize + sourceCount + line.count
+        var header: (UInt32, UInt8, UInt8, UInt16, UInt64, UInt64, UInt32, UInt32, UInt32, UInt32) = (
             UInt32(total), record.kind.rawValue, n > 0 ? 1 : 0, UInt16(n), result?.seq ?? 0, result?.captureNs ?? 0,
-            UInt32(spans?.open ?? 0), UInt32(spans?.close ?? 0))
+            UInt32(spans?.open ?? 0), UInt32(spans?.close ?? 0), UInt32(sourceCount), 0)
+        let sourceAddress = UInt(bitPattern: source.baseAddress)
         // Cross into the lock with plain integers: the caller's buffers are read during this call only.
         let lineAddress = UInt(bitPattern: line.baseAddress), lineCount = line.count
         let classes = UInt(bitPattern: result?.topClasses.baseAddress), scores = UInt(bitPattern: result?.topScores.baseAddress)
@@ -331,6 +374,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
                     var e: (Int32, Float, UInt32, UInt32) = (c[i], sc[i], UInt32(st[i]), UInt32(en[i]))
                     _ = withUnsafeBytes(of: &e) { j.ring.append($0) }
                 }
+            }
+            if sourceCount > 0 {
+                _ = j.ring.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: sourceAddress), count: sourceCount))
             }
             _ = j.ring.append(UnsafeRawBufferPointer(start: UnsafeRawPointer(bitPattern: lineAddress), count: lineCount))
             j.appended += 1
@@ -534,6 +580,8 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         var open: Int
         var close: Int
         var entries: UnsafeRawBufferPointer
+        /// The record's source name (UTF-8; empty = about no source).
+        var source: UnsafeRawBufferPointer
         var json: UnsafeRawBufferPointer
 
         func classID(_ i: Int) -> Int32 { entries.loadUnaligned(fromByteOffset: i * 16, as: Int32.self) }
@@ -548,25 +596,59 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let kind = RecordKind(rawValue: base[off + 4]) ?? .other
         let count = Int(base.loadUnaligned(fromByteOffset: off + 6, as: UInt16.self))
         let entriesStart = off + Self.headerSize
-        let jsonStart = entriesStart + count * Self.entrySize
+        let sourceStart = entriesStart + count * Self.entrySize
+        let jsonStart = sourceStart + Int(base.loadUnaligned(fromByteOffset: off + 32, as: UInt32.self))
         let e = Entry(kind: kind, count: count,
                       seq: base.loadUnaligned(fromByteOffset: off + 8, as: UInt64.self),
                       captureNs: base.loadUnaligned(fromByteOffset: off + 16, as: UInt64.self),
                       open: Int(base.loadUnaligned(fromByteOffset: off + 24, as: UInt32.self)),
                       close: Int(base.loadUnaligned(fromByteOffset: off + 28, as: UInt32.self)),
-                      entries: UnsafeRawBufferPointer(rebasing: base[entriesStart..<jsonStart]),
+                      entries: UnsafeRawBufferPointer(rebasing: base[entriesStart..<sourceStart]),
+                      source: UnsafeRawBufferPointer(rebasing: base[sourceStart..<jsonStart]),
                       json: UnsafeRawBufferPointer(rebasing: base[jsonStart..<(off + total)]))
-        if kind == .classification && e.json.count <= last.count {
-            UnsafeMutableRawBufferPointer(rebasing: last[0..<e.json.count]).copyMemory(from: e.json)
-            lastCount = e.json.count
+        if kind == .classification && e.json.count <= Self.maxLastRecordBytes {
+            keepLast(e)
         }
         for sub in subscribers where sub.isActive {
             deliver(e, to: sub)
         }
     }
 
+    /// Keeps `e` as its source's latest classification (and the latest of all).
+    private func keepLast(_ e: Entry) {
+        lastTick += 1
+        var index = -1
+        for (i, slot) in lastSlots.enumerated() where slot.named(e.source) { index = i; break }
+        if index < 0 {
+            if lastSlots.count < Self.maxLastSources {
+                lastSlots.append(LastSlot(name: e.source))  // once per new source
+                index = lastSlots.count - 1
+            } else {
+                // A 17th source: it replaces the one seen least recently (its name's storage is reused).
+                index = 0
+                for (i, slot) in lastSlots.enumerated() where slot.seen < lastSlots[index].seen { index = i }
+                lastSlots[index].name.removeAll(keepingCapacity: true)
+                lastSlots[index].name.append(contentsOf: e.source)
+            }
+        }
+        let slot = lastSlots[index]
+        UnsafeMutableRawBufferPointer(rebasing: slot.line[0..<e.json.count]).copyMemory(from: e.json)
+        slot.count = e.json.count
+        slot.seen = lastTick
+        latestSlot = index
+    }
+
+    /// Whether `sub`'s `sources` filter lets a record of `source` through. Records about no source
+    /// always pass.
+    private static func wants(_ sub: Subscriber, source: UnsafeRawBufferPointer) -> Bool {
+        if sub.sources.isEmpty || source.isEmpty { return true }
+        for name in sub.sources where name.elementsEqual(source) { return true }
+        return false
+    }
+
     private func deliver(_ e: Entry, to sub: Subscriber) {
         let f = sub.filter
+        guard Self.wants(sub, source: e.source) else { sub.filtered += 1; return }
         switch e.kind {
         case .classification:
             guard f.classifications else { sub.filtered += 1; return }
@@ -827,9 +909,11 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         switch request {
         case .subscribe(let filter):
             sub.filter = filter
+            sub.sources = filter.sources.map { Array($0.utf8) }
             sub.matched = 0
             sub.rated = false
-            reply(sub, filter.encodeAck())
+            let known = knownSources(context)
+            reply(sub, filter.encodeAck(unknownSources: filter.sources.filter { !known.contains($0) }))
             logger.debug("subscriber filter set", metadata: ["subscriber.id": "\(sub.id)"])
         case .status:
             if let status = context.status {
@@ -837,15 +921,33 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             } else {
                 reply(sub, ProtocolError(.unavailable, "this publisher has no status source", request: "status").encode())
             }
-        case .last:
-            guard lastCount > 0 else {
-                reply(sub, ProtocolError(.noResultYet, "no classification has been published yet; try again shortly", request: "last").encode())
-                return
+        case .last(let source):
+            let slot: LastSlot
+            if let source {
+                let wanted = Array(source.utf8)
+                guard let found = lastSlots.first(where: { $0.name == wanted && $0.count > 0 }) else {
+                    let known = knownSources(context)
+                    if known.contains(source) {
+                        reply(sub, ProtocolError(.noResultYet, "source '\(source)' has not published a classification yet; try again shortly",
+                                                 request: "last").encode())
+                    } else {
+                        let list = known.isEmpty ? "none yet" : known.sorted().joined(separator: ", ")
+                        reply(sub, ProtocolError(.unknownSource, "last: no source is named '\(source)' (known: \(list))", request: "last").encode())
+                    }
+                    return
+                }
+                slot = found
+            } else {
+                guard latestSlot >= 0 && lastSlots[latestSlot].count > 0 else {
+                    reply(sub, ProtocolError(.noResultYet, "no classification has been published yet; try again shortly", request: "last").encode())
+                    return
+                }
+                slot = lastSlots[latestSlot]
             }
             let prefix = Array("{\"type\":\"classification\",".utf8)
-            let stored = UnsafeRawBufferPointer(rebasing: last[0..<lastCount])
+            let stored = UnsafeRawBufferPointer(rebasing: slot.line[0..<slot.count])
             var out: [UInt8] = []
-            out.reserveCapacity(lastCount + 16)
+            out.reserveCapacity(slot.count + 16)
             if stored.starts(with: prefix) {
                 out += prefix
                 out += Array("\"reply\":\"last\",".utf8)
@@ -855,6 +957,13 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             }
             reply(sub, out)
         }
+    }
+
+    /// Source names the daemon has now (the hello's list) or has published classifications of.
+    private func knownSources(_ context: ProtocolContext) -> Set<String> {
+        var known = Set(context.hello.sources.map(\.name))
+        for slot in lastSlots where !slot.name.isEmpty { known.insert(String(decoding: slot.name, as: UTF8.self)) }
+        return known
     }
 
     /// Sends `error` after what is buffered (best effort) and closes the connection. With

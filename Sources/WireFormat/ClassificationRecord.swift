@@ -178,12 +178,19 @@ public struct PublishedRecord {
     public var result: ClassificationResult?
     /// Byte spans of the `top` entries inside `json` (classification records from `RecordEncoder`).
     public var spans: TopSpans?
+    /// The configured name of the source the record is about (classification, change and camera
+    /// records; the same as the line's `"source"`); "" for records about the daemon as a whole
+    /// (`reload`, `shutdown`), which every subscriber gets whatever its `sources` filter.
+    /// Pass a `String` kept per source (e.g. `RecordEncoder.sourceName`): copying it only retains.
+    public var source: String
 
-    public init(kind: RecordKind, json: UnsafeRawBufferPointer, result: ClassificationResult? = nil, spans: TopSpans? = nil) {
+    public init(kind: RecordKind, json: UnsafeRawBufferPointer, result: ClassificationResult? = nil, spans: TopSpans? = nil,
+                source: String = "") {
         self.kind = kind
         self.json = json
         self.result = result
         self.spans = spans
+        self.source = source
     }
 }
 
@@ -201,11 +208,15 @@ public struct TopSpans {
 
 /// Encodes records as JSON Lines (one object and a newline per record); see docs/protocol.md.
 /// Strings that repeat (source, model, labels, file names) are escaped once at start-up.
+/// The source name is the encoder's: with several sources, keep one encoder per source.
 /// Thread context: one encoder per thread.
 public final class RecordEncoder {
     /// Sized at start-up for the longest record this configuration can produce (see `init`), so a
     /// record is never cut; should it still overflow, nothing is returned rather than a cut line.
     public var writer: ByteWriter
+    /// The source name every record of this encoder carries (as given to `init`), for
+    /// `PublishedRecord.source`.
+    public let sourceName: String
     private let source: [UInt8]
     private let model: [UInt8]
     public let vocabulary: RecordVocabulary
@@ -222,6 +233,7 @@ public final class RecordEncoder {
             w.jsonString(s)
             return Array(w.bytes)
         }
+        sourceName = source
         self.source = escaped(source)
         self.model = escaped(model)
         self.vocabulary = vocabulary
@@ -333,6 +345,8 @@ public final class RecordEncoder {
     /// `{"type":"change",…}\n`: the stable label `r` confirmed, the previous one and how long it lasted.
     public func change(_ r: ClassificationResult) -> UnsafeRawBufferPointer {
         header("{\"type\":\"change\",\"seq\":", r)
+        writer.ascii(",\"source\":")
+        writer.raw(source)
         writer.ascii(",\"stable\":")
         stableName(r.stableLabel)
         writer.ascii(",\"score\":")
@@ -366,6 +380,15 @@ public final class TextRecordEncoder {
         if i >= 0 && Int(i) < stableNames.count { writer.raw(stableNames[Int(i)]) } else { writer.ascii("unknown") }
     }
 
+    /// ` name` when the record names its source (several sources share one log), else nothing.
+    /// Names are `[a-z0-9_-]`; anything else is made printable all the same.
+    private func sourceName(_ record: PublishedRecord) {
+        guard !record.source.isEmpty else { return }
+        writer.byte(0x20)
+        var s = record.source
+        s.withUTF8 { p in for b in p { writer.byte(b < 0x21 ? UInt8(ascii: "_") : b) } }
+    }
+
     /// The text line for `record`, or nil for kinds that have no text form (they are not logged).
     public func encode(_ record: PublishedRecord) -> UnsafeRawBufferPointer? {
         writer.reset()
@@ -373,6 +396,7 @@ public final class TextRecordEncoder {
         case .classification:
             guard let r = record.result else { return nil }
             writer.rfc3339Millis(realtimeNs: r.realtimeNs)
+            sourceName(record)
             writer.ascii(" #")
             writer.uint(r.seq)
             if r.topCount > 0 {
@@ -398,6 +422,7 @@ public final class TextRecordEncoder {
         case .change:
             guard let r = record.result else { return nil }
             writer.rfc3339Millis(realtimeNs: r.realtimeNs)
+            sourceName(record)
             writer.ascii(" #")
             writer.uint(r.seq)
             writer.ascii(" change: ")

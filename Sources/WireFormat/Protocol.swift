@@ -6,6 +6,40 @@ public enum CamclassProtocol {
     public static let requests = ["subscribe", "status", "last"]
 }
 
+/// One frame source as `hello` lists it: `{"name":…,"path":…,"state":…}`.
+public struct HelloSource: Sendable, Equatable {
+    /// The configured name (`[a-z0-9_-]+`), as records carry it in `source`.
+    public var name: String
+    /// The configured path: a device (`/dev/video0`, a by-id link), `auto`, or a replay folder/file.
+    public var path: String
+    public var state: SourceState
+
+    public init(name: String, path: String, state: SourceState) {
+        self.name = name
+        self.path = path
+        self.state = state
+    }
+}
+
+/// Source names as configured, as records carry them and as `subscribe.sources` and
+/// `last.source` accept them.
+public enum SourceName {
+    public static let maxBytes = 32
+
+    /// True for 1…32 bytes of `a-z`, `0-9`, `_`, `-`.
+    public static func isValid(_ name: String) -> Bool {
+        let u = name.utf8
+        guard !u.isEmpty && u.count <= maxBytes else { return false }
+        return u.allSatisfy { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x5F || $0 == 0x2D }
+    }
+
+    /// Why `name` is not a source name (for error messages).
+    static func problem(_ name: String) -> String {
+        let shown = name.utf8.count > 40 ? String(name.prefix(40)) + "…" : name
+        return "'\(shown)' is not a source name (1 to \(maxBytes) bytes of a-z, 0-9, '_' and '-')"
+    }
+}
+
 /// What the server says first on every connection.
 public struct ProtocolHello: Sendable, Equatable {
     public var modelID = ""
@@ -13,7 +47,11 @@ public struct ProtocolHello: Sendable, Equatable {
     public var modelSHA256 = ""
     public var modelFile = ""
     public var engine = ""
+    /// The first source's name: kept for clients written before `sources` (one source); when
+    /// empty, `sources`' first name is sent.
     public var source = ""
+    /// Every configured source, in configuration order; `[]` encodes as `"sources":[]`.
+    public var sources: [HelloSource] = []
     public var labels = 0
     public var topK = 0
     /// The stable-label stage is on; `stableGroups` coarse groups are configured.
@@ -23,7 +61,9 @@ public struct ProtocolHello: Sendable, Equatable {
     public init() {}
 
     public func encode() -> [UInt8] {
-        ByteWriter.whole(capacity: 4096 + modelID.utf8.count + modelFile.utf8.count + source.utf8.count + engine.utf8.count) { w in
+        let sourcesBytes = sources.reduce(0) { $0 + 64 + 6 * ($1.name.utf8.count + $1.path.utf8.count) }
+        return ByteWriter.whole(capacity: 4096 + 6 * (modelID.utf8.count + modelFile.utf8.count + source.utf8.count + engine.utf8.count)
+                                + sourcesBytes) { w in
             w.ascii("{\"type\":\"hello\",\"protocol\":")
             w.uint(UInt64(CamclassProtocol.version))
             w.ascii(",\"daemon\":\"camclassd\",\"version\":")
@@ -37,8 +77,19 @@ public struct ProtocolHello: Sendable, Equatable {
             w.ascii("},\"engine\":")
             w.jsonString(engine)
             w.ascii(",\"source\":")
-            w.jsonString(source)
-            w.ascii(",\"labels\":")
+            w.jsonString(source.isEmpty ? sources.first?.name ?? "" : source)
+            w.ascii(",\"sources\":[")
+            for (i, s) in sources.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.ascii("{\"name\":")
+                w.jsonString(s.name)
+                w.ascii(",\"path\":")
+                w.jsonString(s.path)
+                w.ascii(",\"state\":")
+                w.jsonString(s.state.name)
+                w.byte(UInt8(ascii: "}"))
+            }
+            w.ascii("],\"labels\":")
             w.uint(UInt64(labels))
             w.ascii(",\"top_k\":")
             w.uint(UInt64(topK))
@@ -66,6 +117,8 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
         case unavailable = "unavailable"
         /// Disconnected to make room at the subscriber limit: it had been losing records longest.
         case evicted = "evicted"
+        /// `last` named a source the daemon does not know (the message lists the known ones).
+        case unknownSource = "unknown_source"
     }
 
     public var code: Code
@@ -104,7 +157,8 @@ public struct ProtocolError: Error, Equatable, Sendable, CustomStringConvertible
 public enum ProtocolRequest: Equatable, Sendable {
     case subscribe(SubscriptionFilter)
     case status
-    case last
+    /// The latest classification of `source`, or of any source when nil.
+    case last(source: String?)
 
     /// Parses one line (without its newline).
     /// - Throws: `ProtocolError` saying what is wrong and what is expected.
@@ -134,8 +188,15 @@ public enum ProtocolRequest: Equatable, Sendable {
             if let k = fields.keys.sorted().first { throw ProtocolError(.unknownKey, "status takes no options, got '\(k)'", request: name) }
             return .status
         case "last":
-            if let k = fields.keys.sorted().first { throw ProtocolError(.unknownKey, "last takes no options, got '\(k)'", request: name) }
-            return .last
+            for k in fields.keys.sorted() where k != "source" {
+                throw ProtocolError(.unknownKey, "last: unknown key '\(k)' (known: source)", request: name)
+            }
+            guard let v = fields["source"], v != .null else { return .last(source: nil) }
+            guard case .string(let source) = v else {
+                throw ProtocolError(.badValue, "last.source: expected a source name (a string), got \(v.kindName)", request: name)
+            }
+            guard SourceName.isValid(source) else { throw ProtocolError(.badValue, "last.source: \(SourceName.problem(source))", request: name) }
+            return .last(source: source)
         default:
             throw ProtocolError(.unknownRequest, "unknown request '\(name)' (known: subscribe, status, last)", request: nil)
         }
@@ -160,6 +221,9 @@ public struct SubscriptionFilter: Equatable, Sendable {
     public var events: Set<RecordKind> = [.change, .camera]
     /// Whether classification records are sent at all (false: events only).
     public var classifications = true
+    /// Only records of these sources (sorted, unique); empty = every source. Records about no
+    /// source (`reload`, `shutdown`) always go.
+    public var sources: [String] = []
 
     public init() {}
 
@@ -174,7 +238,9 @@ public struct SubscriptionFilter: Equatable, Sendable {
         return UInt64(exactly: (1e9 / hz).rounded()) ?? UInt64.max
     }
 
-    public static let knownKeys = ["classes", "classifications", "events", "every_n", "labels", "max_rate_hz", "min_score", "top_k"]
+    public static let knownKeys = ["classes", "classifications", "events", "every_n", "labels", "max_rate_hz", "min_score", "sources", "top_k"]
+    /// At most this many names in `sources`.
+    public static let maxSources = 64
     public static let eventNames = ["change", "camera"]
 
     /// Validates a `subscribe` body. Labels are resolved to class ids (a label or a coarse group name).
@@ -247,6 +313,18 @@ public struct SubscriptionFilter: Equatable, Sendable {
             case "classifications":
                 guard case .bool(let b) = v else { throw bad(key, "expected true or false") }
                 classifications = b
+            case "sources":
+                // Names are checked for form only: a source unknown now may appear after a reload
+                // (the `subscribed` reply lists the ones not configured at the moment).
+                guard case .array(let items) = v else { throw bad(key, "expected an array of source names, e.g. [\"front\"]") }
+                guard items.count <= Self.maxSources else { throw bad(key, "at most \(Self.maxSources) source names, got \(items.count)") }
+                var names = Set<String>()
+                for item in items {
+                    guard case .string(let name) = item else { throw bad(key, "expected source names (strings), got \(item.kindName)") }
+                    guard SourceName.isValid(name) else { throw bad(key, SourceName.problem(name)) }
+                    names.insert(name)
+                }
+                sources = names.sorted()
             default: break
             }
         }
@@ -256,9 +334,10 @@ public struct SubscriptionFilter: Equatable, Sendable {
     /// True when classifications need their `top` entries examined (score, class or count filters).
     public var filtersEntries: Bool { minScore > 0 || !classes.isEmpty || topK != nil }
 
-    /// `{"type":"subscribed","filter":{…}}\n`: the filter as the server understood it.
-    public func encodeAck() -> [UInt8] {
-        ByteWriter.whole(capacity: 1024 + classes.count * 8) { w in
+    /// `{"type":"subscribed","filter":{…},"unknown_sources":[…]}\n`: the filter as the server
+    /// understood it, and which of its `sources` are not configured now (`unknownSources`).
+    public func encodeAck(unknownSources: [String] = []) -> [UInt8] {
+        ByteWriter.whole(capacity: 1024 + classes.count * 8 + (sources.count + unknownSources.count) * (SourceName.maxBytes * 6 + 4)) { w in
             w.ascii("{\"type\":\"subscribed\",\"filter\":{\"min_score\":")
             w.fixed(minScore, decimals: 4)
             w.ascii(",\"classes\":[")
@@ -281,7 +360,17 @@ public struct SubscriptionFilter: Equatable, Sendable {
             }
             w.ascii("],\"classifications\":")
             w.ascii(classifications ? "true" : "false")
-            w.ascii("}}\n")
+            w.ascii(",\"sources\":[")
+            for (i, s) in sources.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.jsonString(s)
+            }
+            w.ascii("]},\"unknown_sources\":[")
+            for (i, s) in unknownSources.enumerated() {
+                if i > 0 { w.byte(UInt8(ascii: ",")) }
+                w.jsonString(s)
+            }
+            w.ascii("]}\n")
         }
     }
 }

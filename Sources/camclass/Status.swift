@@ -10,7 +10,7 @@ import Support
 /// `camclass status`: what the daemon is doing, from the `status` request.
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Uptime, source, fps, per-stage latency, drops, subscribers and the log, from a running camclassd.")
+        abstract: "Uptime, fps, per-stage latency, drops (totals and per source), subscribers and the log, from a running camclassd.")
     @OptionGroup var target: SocketOption
     @Flag(name: .long, help: "Print the status record (one JSON line) instead of the summary.")
     var json = false

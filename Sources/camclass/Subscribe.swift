@@ -31,6 +31,8 @@ struct Subscribe: ParsableCommand {
     var events: String?
     @Flag(name: .long, help: "Events only: no classification records.")
     var eventsOnly = false
+    @Option(name: .customLong("source"), help: "Only records of this source (repeatable), e.g. --source front --source rear.")
+    var sources: [String] = []
 
     func run() throws {
         let connection: SubscriberConnection
@@ -42,15 +44,20 @@ struct Subscribe: ParsableCommand {
         // filter, skip records until its `subscribed` reply (an `error` reply ends the command).
         var filtered = true
         if let request = CamclassClient.subscribeRequest(minScore: minScore, classes: classes, labels: labels, topK: topK, everyN: everyN,
-                                                         maxRateHz: maxRate, events: events, eventsOnly: eventsOnly) {
+                                                         maxRateHz: maxRate, events: events, eventsOnly: eventsOnly, sources: sources) {
             try connection.send(line: request)
             filtered = false
         }
         var seen = 0
+        // Records name their source once the daemon has several (its hello says so).
+        let human = HumanLine.Renderer()
         while let line = try connection.readLine() {
             if !filtered {
                 if line.hasPrefix("{\"type\":\"subscribed\"") {
                     filtered = true
+                    if let ack = CamclassClient.object(line), let unknown = ack["unknown_sources"] as? [String], !unknown.isEmpty {
+                        Console.err("camclass: no source is named \(unknown.joined(separator: ", ")) at the moment; waiting for it (a reload may add it)\n")
+                    }
                 } else if line.hasPrefix("{\"type\":\"error\"") {
                     Console.err("camclass: \(HumanLine.format(jsonLine: line))\n")
                     throw ExitCode(ExitStatus.usage)
@@ -61,7 +68,7 @@ struct Subscribe: ParsableCommand {
             if json {
                 Console.out(line + "\n")
             } else {
-                Console.out(HumanLine.format(jsonLine: line) + "\n")
+                Console.out(human.format(jsonLine: line) + "\n")
             }
             if line.hasPrefix("{\"type\":\"classification\"") {
                 seen += 1

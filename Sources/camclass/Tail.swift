@@ -29,8 +29,10 @@ struct Tail: ParsableCommand {
             throw ExitCode(ExitStatus.noInput)
         }
         let follower = LogFollower(path: path, lastLines: lines)
+        // The log has no hello: records name their source once two sources have been seen.
+        let human = HumanLine.Renderer()
         func show(_ line: String) {
-            Console.out((json || !line.hasPrefix("{") ? line : HumanLine.format(jsonLine: line)) + "\n")
+            Console.out((json || !line.hasPrefix("{") ? line : human.format(jsonLine: line)) + "\n")
         }
         for line in follower.poll(timeoutMs: 0) { show(line) }
         while !noFollow {

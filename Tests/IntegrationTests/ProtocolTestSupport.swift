@@ -17,19 +17,24 @@ final class RecordFeeder: @unchecked Sendable {  // one thread at a time
     let encoder: RecordEncoder
     let result: ClassificationResult
     let sinks: [any RecordSink]
+    /// `PublishedRecord.source` of what this feeder publishes.
+    let sourceName: String
     private(set) var seq: UInt64 = 0
 
     init(sinks: [any RecordSink], labels: [String] = (0..<1000).map { "class \($0)" },
-         groups: [(name: String, classes: [Int])] = [], topK: Int = 5) {
+         groups: [(name: String, classes: [Int])] = [], topK: Int = 5, source: String? = nil) {
         vocabulary = RecordVocabulary(labels: labels, groups: groups)
-        encoder = RecordEncoder(source: "test-source", model: "test-model", vocabulary: vocabulary, fileNames: ["a.jpg"], maxTopK: topK)
+        // Without a name, records are about no source for the sinks (as before sources had names).
+        sourceName = source ?? ""
+        encoder = RecordEncoder(source: source ?? "test-source", model: "test-model", vocabulary: vocabulary, fileNames: ["a.jpg"], maxTopK: topK)
         result = ClassificationResult(maxTopK: topK, classes: labels.count)
         self.sinks = sinks
     }
 
     /// Publishes one classification with `top` (class, score) entries, best first.
     @discardableResult
-    func publish(top: [(Int, Float)], captureNs: UInt64? = nil, stable: Int32? = nil) -> UInt64 {
+    /// With `change`, a `change` record (to `stable`) follows, as when the frame confirmed a new stable label.
+    func publish(top: [(Int, Float)], captureNs: UInt64? = nil, stable: Int32? = nil, change: Bool = false) -> UInt64 {
         let r = result
         r.seq = seq
         r.captureNs = captureNs ?? (1_000_000_000 + seq * 33_333_333)
@@ -46,10 +51,25 @@ final class RecordFeeder: @unchecked Sendable {  // one thread at a time
         r.hasStable = stable != nil
         r.stableLabel = stable ?? -1
         let line = encoder.classification(r)
-        let record = PublishedRecord(kind: .classification, json: line, result: r, spans: encoder.spans)
+        let record = PublishedRecord(kind: .classification, json: line, result: r, spans: encoder.spans, source: sourceName)
         for s in sinks { s.publish(record) }
+        if change {
+            r.previousStable = -1
+            r.previousStableNs = 1_000_000
+            let change = PublishedRecord(kind: .change, json: encoder.change(r), result: r, source: sourceName)
+            for s in sinks { s.publish(change) }
+        }
         seq += 1
         return r.seq
+    }
+
+    /// A record of `kind` naming this feeder's source, as the camera event handler publishes it.
+    func publishNamed(_ kind: RecordKind, _ line: String) {
+        var l = line.hasSuffix("\n") ? line : line + "\n"
+        l.withUTF8 { p in
+            let record = PublishedRecord(kind: kind, json: UnsafeRawBufferPointer(p), source: sourceName)
+            for s in sinks { s.publish(record) }
+        }
     }
 
     /// A raw line (any record type), as other stages publish (camera events, lifecycle records).
