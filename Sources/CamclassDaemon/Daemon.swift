@@ -205,9 +205,16 @@ func makeWiredSource(spec: SourceSpec, logger: Logger, eventSinks: [any RecordSi
         throw DaemonError(message: "source '\(spec.name)': \(error)", status: .noInput)
     }
     if let camera = source as? V4L2Camera {
-        camera.setEventHandler(CameraEventRecord.publisher(to: eventSinks))
+        camera.setEventHandler(CameraEventRecord.publisher(to: eventSinks, sourceName: name(spec, source)))
     }
     return source
+}
+
+/// The name a source's records carry: its configured name; an unnamed `auto` source is named after
+/// what it resolved to (a camera, the samples folder).
+func name(_ spec: SourceSpec, _ source: any FrameSource) -> String {
+    let unnamedAuto = spec.options.path == "auto" && spec.name == SourceSpec.derivedName(path: "auto")
+    return unnamedAuto ? SourceSpec.derivedName(path: source.name) : spec.name
 }
 
 /// A pipeline for `config` over `parts` and `sources`, publishing to `sinks`. Nothing is started.

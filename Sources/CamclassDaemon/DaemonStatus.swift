@@ -33,6 +33,9 @@ extension Daemon {
         hello.modelFile = g.parts.model.modelPath.split(separator: "/").last.map(String.init) ?? g.parts.model.modelPath
         hello.engine = g.parts.engine.info.summary
         hello.source = g.sources.first?.name ?? ""
+        hello.sources = g.sources.map { h in
+            HelloSource(name: h.name, path: h.spec.options.path, state: Self.state(of: h, in: g.pipeline))
+        }
         hello.labels = g.parts.labels.count
         hello.topK = g.config.model.topK
         hello.stable = g.config.stable.enabled
@@ -41,21 +44,23 @@ extension Daemon {
         return ProtocolContext(hello: hello, vocabulary: g.pipeline.vocabulary, maxTopK: g.config.model.topK, status: status)
     }
 
+    /// A source's state as the pipeline sees it, and `lost` while its camera is gone.
+    static func state(of h: SourceHandle, in pipeline: ClassificationPipeline) -> SourceState {
+        var state = pipeline.lane(named: h.name)?.state ?? .stopped
+        if let camera = h.inner as? V4L2Camera, state == .streaming || state == .starting, camera.isLost { state = .lost }
+        return state
+    }
+
     /// Everything `status` reports, gathered now (called on the socket's I/O thread) from one
-    /// generation read once.
+    /// generation read once: the totals over every source, then each source.
     public func statusReport() -> StatusReport {
         let g = supervisor.current
-        let pipeline = g.pipeline, source = g.sources[0].inner
+        let pipeline = g.pipeline
         var r = StatusReport()
         r.realtimeNs = Clock.realtimeNs()
         r.uptimeSeconds = ProcessClock.uptimeSeconds()
         r.modelID = g.parts.model.name
         r.engine = g.parts.engine.info.summary
-        r.sourceName = g.sources[0].name
-        r.sourceState = pipeline.sourceState
-        let size = pipeline.frameSize
-        r.width = size.width
-        r.height = size.height
         let c = pipeline.counters
         let summary = pipeline.latency.summary(captured: c.captured)
         r.windowSeconds = summary.windowSeconds
@@ -63,27 +68,59 @@ extension Daemon {
         r.fpsOut = summary.fpsOut
         r.latency = summary.stages
         r.queueDepth = c.queueDepth
-        r.queueCapacity = pipeline.options.queueCapacity
+        r.queueCapacity = pipeline.options.queueCapacity * max(1, g.sources.count)
         r.captured = c.captured
         r.published = c.published
         r.drops.queueFull = c.droppedQueueFull
         r.drops.poolExhausted = c.droppedPoolExhausted
         r.drops.driverGap = c.droppedSource
         r.drops.inferenceError = c.inferenceErrors
+        r.drops.corruptFrame = c.droppedCorrupt
         r.drops.subscriberOverflow = socket.droppedTotal
-        if let camera = source as? V4L2Camera {
-            let s = camera.stats
-            r.drops.corruptFrame = s.corruptFrames
-            if let f = camera.format {
-                r.format = f.format.rawValue
-                r.width = f.width
-                r.height = f.height
+        for h in g.sources {
+            guard let lane = pipeline.lane(named: h.name) else { continue }
+            var s = StatusReport.SourceStatus(name: h.name, path: h.spec.options.path, state: Self.state(of: h, in: pipeline))
+            let lc = pipeline.counters(of: lane)
+            let ls = lane.latency.summary(captured: lc.captured)
+            s.weight = lane.weight
+            s.fpsIn = ls.fpsIn
+            s.fpsOut = ls.fpsOut
+            s.latency = ls.stages
+            s.captured = lc.captured
+            s.published = lc.published
+            s.drops.queueFull = lc.droppedQueueFull
+            s.drops.poolExhausted = lc.droppedPoolExhausted
+            s.drops.driverGap = lc.droppedSource
+            s.drops.inferenceError = lc.inferenceErrors
+            s.drops.corruptFrame = lc.droppedCorrupt
+            s.queueDepth = lc.queueDepth
+            s.queueCapacity = lane.queueCapacity
+            s.stableLabel = lane.stableLabelName
+            let size = lane.frameSize
+            if size.width > 0 { (s.width, s.height) = (size.width, size.height) }
+            if let camera = h.inner as? V4L2Camera {
+                // The camera counts both kinds (short raw buffers at capture, MJPEG the workers
+                // refused) over its whole life; the lane only the workers', since the last reload.
+                s.drops.corruptFrame = max(lc.droppedCorrupt, camera.stats.corruptFrames)
+                if let f = camera.format {
+                    s.format = f.format.rawValue
+                    (s.width, s.height) = (f.width, f.height)
+                }
+                if s.state == .lost { s.detail = "camera lost; re-opening" }
             }
-            if r.sourceState == .streaming || r.sourceState == .starting, s.losses > s.recoveries {
-                r.sourceState = .lost
-            }
+            if let e = lane.error { s.detail = e }
+            r.sources.append(s)
         }
-        r.stableLabel = pipeline.stableLabelName
+        r.drops.corruptFrame = max(r.drops.corruptFrame, r.sources.reduce(0) { $0 + $1.drops.corruptFrame })
+        // The single-source fields describe the first source.
+        if let first = r.sources.first {
+            r.sourceName = first.name
+            r.sourceState = first.state
+            if let f = first.format { r.format = f }
+            r.width = first.width ?? 0
+            r.height = first.height ?? 0
+            r.stableLabel = first.stableLabel
+        }
         r.subscribers = socket.subscriberStats
         let l = log.currentStats
         r.log.path = log.options.path

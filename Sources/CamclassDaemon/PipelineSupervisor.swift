@@ -93,9 +93,7 @@ final class SourceHandle: FrameSource, @unchecked Sendable {
         self.inner = inner
         self.spec = spec
         self.stallAfterFrames = stallAfterFrames
-        // `auto` unnamed: named after what it resolved to (a camera, the samples folder).
-        let unnamedAuto = spec.options.path == "auto" && spec.name == SourceSpec.derivedName(path: "auto")
-        name = unnamedAuto ? SourceSpec.derivedName(path: inner.name) : spec.name
+        name = CamclassDaemon.name(spec, inner)
     }
 
     /// The name records carry: the configured one.

@@ -43,7 +43,10 @@ public struct FleetTable: Sendable {
             guard let o = (try? JSONSerialization.jsonObject(with: Data(payload))) as? [String: Any] else { return false }
             r.daemonUnreachable = o["daemon"] as? String == "unreachable"
             var sources: [(String, String)] = []
-            for s in (o["sources"] as? [[String: Any]] ?? []) + [(o["source"] as? [String: Any])].compactMap({ $0 }) {
+            // A daemon that lists its sources reports each; an older one only `source` (the first
+            // source repeats it in the list, so never both).
+            let listed = o["sources"] as? [[String: Any]] ?? []
+            for s in listed.isEmpty ? [(o["source"] as? [String: Any])].compactMap({ $0 }) : listed {
                 sources.append((s["name"] as? String ?? "?", s["state"] as? String ?? "?"))
             }
             r.sources = sources

@@ -545,12 +545,13 @@ public final class ClassificationPipeline: @unchecked Sendable {
         // expected): skipped, never published cut.
         let line = lane.encoder.classification(r)
         if !line.isEmpty {
-            let record = PublishedRecord(kind: .classification, json: line, result: r, spans: lane.encoder.spans)
+            let record = PublishedRecord(kind: .classification, json: line, result: r, spans: lane.encoder.spans,
+                                         source: lane.encoder.sourceName)
             for sink in sinks { sink.publish(record) }
         }
         if r.stableChanged {
             let json = lane.encoder.change(r)
-            let change = PublishedRecord(kind: .change, json: json, result: r)
+            let change = PublishedRecord(kind: .change, json: json, result: r, source: lane.encoder.sourceName)
             if !json.isEmpty { for sink in sinks { sink.publish(change) } }
         }
         let publishedNs = Clock.monotonicNs()
