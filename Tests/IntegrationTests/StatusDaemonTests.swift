@@ -95,7 +95,7 @@ import Testing
         #expect(model["id"] as? String == "efficientnet_lite0")
         #expect(model["sha256"] as? String == sha)
         #expect(model["file"] as? String == "efficientnet_lite0.onnx")
-        #expect(hello["source"] as? String == config.source.path)
+        #expect(hello["source"] as? String == SourceSpec.derivedName(path: config.source.path), "records and hello carry the source's name")
         #expect(hello["labels"] as? Int == 1000)
         #expect(hello["stable_groups"] as? Int == 15)
 

@@ -19,7 +19,7 @@ import Testing
         r.latencyP50Ms = 3.456
         r.latencyP99Ms = 5.0
         r.fpsInFlight = [120, 250, 248.6, 251]
-        r.stageMs = ["capture": 0.005, "convert": 0.1, "infer": 6.0, "postprocess": 0.01, "publish": 0.02]
+        r.stageMs = ["capture": 0.05, "convert": 0.1, "infer": 6.0, "postprocess": 0.01, "publish": 0.02]
         return r
     }
 
