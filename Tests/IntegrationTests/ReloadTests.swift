@@ -145,3 +145,60 @@ import Testing
         #expect(p.changed.isEmpty && !p.pipelineChanged)
     }
 }
+
+/// SIGHUP that adds one source and removes another on the real daemon, with a subscriber
+/// listening: only those two open and close; the untouched source goes on without a gap.
+@Suite(.serialized) struct SourceReloadTests {
+    func write(_ path: String, dir: String, sources: [(name: String, fps: Int)]) throws {
+        let entries = sources.map { "  - name: \($0.name)\n    path: \(try! TestEnv.samples())\n    fps: \($0.fps)" }.joined(separator: "\n")
+        let yaml = """
+        sources:
+        \(entries)
+        model:
+          path: \(try TestEnv.tinyModel())
+        publish:
+          socket: \(dir)/camclassd.sock
+        log:
+          path: \(dir)/log/classifications.log
+        """
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    @Test func addingAndRemovingSourcesLeavesTheOtherPublishing() async throws {
+        let dir = TestEnv.tempDir("reload-sources")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = dir + "/c.yaml"
+        try write(config, dir: dir, sources: [("kept", 20), ("gone", 10)])
+        let daemon = try DaemonProcess(arguments: ["--config", config], environment: [
+            "CAMCLASSD_OPENVINO_LIB": try TestEnv.openVINO(),
+        ], dir: dir)
+        let socketPath = dir + "/camclassd.sock"
+        #expect(await eventually(60) { FileManager.default.fileExists(atPath: socketPath) }, "stderr:\n\(daemon.stderr)")
+        let reader = try RecordReader(socketPath: socketPath)
+        func of(_ name: String) -> [RecordReader.Line] { reader.classifications().filter { $0.object["source"] as? String == name } }
+        #expect(await eventually(30) { of("kept").count >= 20 && of("gone").count >= 10 }, "stderr:\n\(daemon.stderr)")
+
+        try write(config, dir: dir, sources: [("kept", 20), ("new", 10)])
+        let hup = Date()
+        daemon.signal(SIGHUP)
+        #expect(await eventually(30) { reader.lines.contains { $0.type == "reload" } && of("new").count >= 10 }, "stderr:\n\(daemon.stderr)")
+        try await Task.sleep(for: .seconds(1))
+        let reload = try #require(reader.lines.first { $0.type == "reload" })
+        let changed = reload.object["changed"] as? [String] ?? []
+        #expect(changed.contains("source new added") && changed.contains("source gone removed"), "\(changed)")
+        #expect(daemon.stderr.contains("reload: sources changed in place"), "applied in place, the engine kept")
+        // The removed source publishes nothing after the reload record.
+        #expect(!of("gone").contains { $0.time > reload.time.addingTimeInterval(0.5) })
+        // The untouched source: every frame, in order, and no pause around the reload.
+        let kept = of("kept")
+        let seqs = kept.compactMap { $0.object["seq"] as? Int }
+        #expect(zip(seqs, seqs.dropFirst()).allSatisfy { $1 == $0 + 1 }, "kept's seq has a gap: \(seqs)")
+        let around = kept.filter { $0.time > hup.addingTimeInterval(-1) }.map(\.time)
+        let longest = zip(around, around.dropFirst()).map { $1.timeIntervalSince($0) }.max() ?? 0
+        // 2 frame intervals at 20 FPS, plus the subscriber's own scheduling on a busy machine.
+        #expect(longest <= 0.2, "kept's longest gap around the reload: \(Int(longest * 1000)) ms")
+        print("source reload: kept's longest gap around the reload \(Int(longest * 1000)) ms, \(kept.count) records in order")
+        daemon.signal(SIGTERM)
+        #expect(await eventually(20) { !daemon.process.isRunning })
+    }
+}
