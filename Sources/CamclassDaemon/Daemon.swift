@@ -138,7 +138,8 @@ public func buildDaemon(config: DaemonConfig, logger: Logger,
     var handles: [SourceHandle] = []
     do {
         for spec in config.sources {
-            handles.append(SourceHandle(inner: try makeWiredSource(spec: spec, logger: logger, eventSinks: [socket, log]),
+            handles.append(SourceHandle(inner: try makeWiredSource(spec: spec, logger: logger, eventSinks: [socket, log],
+                                                                   replayMJPEG: config.debugReplayMJPEG),
                                         spec: spec, stallAfterFrames: config.debugStallAfterFrames))
         }
     } catch {
@@ -199,9 +200,9 @@ func loadEngineParts(config: DaemonConfig, logger: Logger) throws -> EngineParts
 
 /// The frame source for `spec`, its camera events going to `eventSinks` (at start-up, and on a
 /// reload that adds or changes it).
-func makeWiredSource(spec: SourceSpec, logger: Logger, eventSinks: [any RecordSink]) throws -> any FrameSource {
+func makeWiredSource(spec: SourceSpec, logger: Logger, eventSinks: [any RecordSink], replayMJPEG: Bool = false) throws -> any FrameSource {
     let source: any FrameSource
-    do { source = try makeSource(spec: spec, logger: logger) } catch let e as DaemonError { throw e } catch {
+    do { source = try makeSource(spec: spec, logger: logger, replayMJPEG: replayMJPEG) } catch let e as DaemonError { throw e } catch {
         throw DaemonError(message: "source '\(spec.name)': \(error)", status: .noInput)
     }
     if let camera = source as? V4L2Camera {
@@ -250,7 +251,7 @@ package func makeEngine(config: DaemonConfig, model: ModelDescriptor, labels: La
     }
 }
 
-func makeSource(spec: SourceSpec, logger: Logger) throws -> any FrameSource {
+func makeSource(spec: SourceSpec, logger: Logger, replayMJPEG: Bool = false) throws -> any FrameSource {
     var path = spec.options.path
     if path == "auto" {
         // The first capture camera present, else the sample photos `make run` prepares.
@@ -266,7 +267,8 @@ func makeSource(spec: SourceSpec, logger: Logger) throws -> any FrameSource {
     }
     if isCameraPath(path) { return try makeCamera(path: path, options: spec.camera, logger: logger) }
     let o = spec.options
-    let source = try ReplaySource(path: path, fps: o.fps, loop: o.loop, maxPixels: o.maxPixels, logger: logger)
+    let source = try ReplaySource(path: path, fps: o.fps, loop: o.loop, maxPixels: o.maxPixels, logger: logger,
+                                  compressed: replayMJPEG)
     logger.info("replay source loaded", metadata: [
         "source": "\(spec.name)", "source.path": "\(path)", "source.files": "\(source.fileNames.count)",
         "source.skipped": "\(source.skipped.count)",

@@ -49,6 +49,9 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Test hook (hidden flag `--debug-stall-after`): the source delivers this many frames, then
     /// nothing, like a camera that stopped streaming (the systemd watchdog test).
     public var debugStallAfterFrames: Int?
+    /// Test hook (hidden flag `--debug-replay-mjpeg`): replays hand JPEG files over compressed, so
+    /// the workers decode them per frame like an MJPEG camera's (the allocation test, benchmarks).
+    public var debugReplayMJPEG = false
     /// The file the settings came from (for error messages); nil = built-in defaults.
     public var file: String?
     /// `section.key` → the value as written, for every key the file or a flag sets (what a reload

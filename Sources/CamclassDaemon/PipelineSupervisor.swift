@@ -534,7 +534,8 @@ public final class PipelineSupervisor: @unchecked Sendable {
     }
 
     private func makeSourceHandle(spec: SourceSpec, config: DaemonConfig) throws -> SourceHandle {
-        SourceHandle(inner: try makeWiredSource(spec: spec, logger: logger, eventSinks: recordSinks),
+        SourceHandle(inner: try makeWiredSource(spec: spec, logger: logger, eventSinks: recordSinks,
+                                                replayMJPEG: config.debugReplayMJPEG),
                      spec: spec, stallAfterFrames: config.debugStallAfterFrames)
     }
 
@@ -630,6 +631,7 @@ struct ReloadPlan {
         // Flags that hold for the daemon's life.
         e.frameLimit = old.frameLimit
         e.debugStallAfterFrames = old.debugStallAfterFrames
+        e.debugReplayMJPEG = old.debugReplayMJPEG
         // Bound to the socket and the log, which stay up so that subscribers stay connected.
         var restartSections: [String] = []
         if e.publish != old.publish { restartSections.append(SocketOptions.section); e.publish = old.publish }

@@ -55,8 +55,14 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
     public static let defaultMaxPixels = 40_000_000
     private let logger: Logger?
     private var images: [NV12Buffer] = []
-    /// The images' read-only views, made once at load (a frame's payload is one of these).
-    private var imageViews: [NV12ConstView] = []
+    /// Each file's frame as handed over, made once at load: a view of its decoded image, or (when
+    /// `compressed`) its JPEG bytes.
+    private var imageViews: [FramePayload] = []
+    /// Serve JPEG files as their compressed bytes, decoded by a worker per frame as an MJPEG
+    /// camera's frames are (the MJPEG path without a camera: tests and benchmarks).
+    public let compressed: Bool
+    /// The JPEG bytes kept for `compressed` (freed with the source).
+    private var jpegBytes: [UnsafeMutableRawBufferPointer] = []
     private var next = 0
     private var nextDeadline: UInt64 = 0
     private let stopRequested = Atomic<Bool>(false)
@@ -70,8 +76,9 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
     ///   - logger: where each skipped file is reported (nil: only `skipped`).
     /// - Throws: `ReplayError` (`.notFound`, `.empty`, `.noUsableFiles`, `.unreadable` for the folder).
     public init(path: String, fps: Double, loop: Bool, maxPixels: Int = ReplaySource.defaultMaxPixels,
-                logger: Logger? = nil) throws {
+                logger: Logger? = nil, compressed: Bool = false) throws {
         self.path = path
+        self.compressed = compressed
         self.fps = fps
         self.loop = loop
         self.maxPixels = min(max(4, maxPixels), 1 << 30)  // keeps every later Int32 size conversion safe
@@ -86,7 +93,8 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
         self.fps = fps
         self.loop = loop
         self.images = images
-        imageViews = images.map { $0.view.readOnly }
+        imageViews = images.map { .nv12($0.view.readOnly) }
+        compressed = false
         self.fileNames = fileNames
         maxPixels = Self.defaultMaxPixels
         logger = nil
@@ -98,8 +106,10 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
 
     public var name: String { path }
 
+    deinit { for b in jpegBytes { b.deallocate() } }
+
     public var maxFrameSize: (width: Int, height: Int) {
-        (images.map(\.layout.width).max() ?? 2, images.map(\.layout.height).max() ?? 2)
+        (imageViews.map { $0.size.width }.max() ?? 2, imageViews.map { $0.size.height }.max() ?? 2)
     }
 
     public static func isReplayable(_ name: String) -> Bool {
@@ -128,7 +138,7 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
         let decoder = JPEGDecoder(maxWidth: 2, maxHeight: 2)
         for file in files {
             do {
-                images.append(try loadOne(file, decoder: decoder))
+                imageViews.append(try loadOne(file, decoder: decoder))
                 fileNames.append(String(file.split(separator: "/").last ?? Substring(file)))
             } catch let ReplayError.badFile(path: p, reason: reason) {
                 skip(p, reason)
@@ -136,8 +146,7 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
                 skip(p, String(cString: strerror(e)))
             }
         }
-        guard !images.isEmpty else { throw ReplayError.noUsableFiles(path: path, skipped: skipped) }
-        imageViews = images.map { $0.view.readOnly }
+        guard !imageViews.isEmpty else { throw ReplayError.noUsableFiles(path: path, skipped: skipped) }
     }
 
     private func skip(_ file: String, _ reason: String) {
@@ -145,8 +154,23 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
         logger?.warning("replay file skipped", metadata: ["source.file": "\(file)", "source.reason": "\(reason)"])
     }
 
-    /// One file as an NV12 image. - Throws: `ReplayError.badFile` / `.unreadable` for that file.
-    private func loadOne(_ file: String, decoder: JPEGDecoder) throws -> NV12Buffer {
+    /// One file as the frame it will be handed over as (its decoded image, kept in `images`, or
+    /// its JPEG bytes when `compressed`). - Throws: `ReplayError.badFile` / `.unreadable`.
+    private func loadOne(_ file: String, decoder: JPEGDecoder) throws -> FramePayload {
+        let image = try decodeOne(file, decoder: decoder)
+        images.append(image)
+        guard compressed && !file.lowercased().hasSuffix(".nv12") else { return .nv12(image.view.readOnly) }
+        // It decodes (checked just now); keep the bytes, as a camera would deliver them.
+        let bytes = try Self.readFile(file)
+        let header = try bytes.withUnsafeBytes { try decoder.header($0) }
+        let kept = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
+        kept.copyBytes(from: bytes)
+        jpegBytes.append(kept)
+        images.removeLast()  // the decoded copy is not needed
+        return .mjpeg(UnsafeRawBufferPointer(kept), width: header.width, height: header.height)
+    }
+
+    private func decodeOne(_ file: String, decoder: JPEGDecoder) throws -> NV12Buffer {
         // A raw NV12 file is exactly 1.5 bytes a pixel; a JPEG far less (4 is a generous bound).
         let (limit, overflow) = maxPixels.multipliedReportingOverflow(by: 4)
         let bytes = try Self.readFile(file, maxBytes: overflow ? Int.max : limit)
@@ -231,7 +255,7 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
 
     public func nextFrame() throws -> FrameLease? {
         if stopRequested.load(ordering: .relaxed) { return nil }
-        if next >= images.count {
+        if next >= imageViews.count {
             guard loop else { return nil }
             next = 0
         }
@@ -253,7 +277,7 @@ public final class ReplaySource: FrameSource, FrameBufferOwner, @unchecked Senda
         var info = FrameInfo()
         info.fileIndex = Int32(next)
         info.captureNs = Clock.monotonicNs()
-        var lease = FrameLease(owner: self, slot: next, payload: .nv12(imageViews[next]), info: info)
+        var lease = FrameLease(owner: self, slot: next, payload: imageViews[next], info: info)
         lease.info.handOverNs = max(1, Clock.monotonicNs() - info.captureNs)
         next += 1
         return lease

@@ -50,6 +50,8 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
     // A test hook, not for users: the source goes silent after N frames (the watchdog test).
     @Option(name: .customLong("debug-stall-after"), help: ArgumentHelp("Test hook: the source stops after N frames.", visibility: .hidden))
     var debugStallAfter: Int?
+    @Flag(name: .customLong("debug-replay-mjpeg"), help: ArgumentHelp("Test hook: replayed JPEGs are handed over compressed and decoded by the workers, as an MJPEG camera's frames are.", visibility: .hidden))
+    var debugReplayMJPEG = false
 
     /// The flags that stand for config keys.
     var overrides: [ConfigOverride] {
@@ -70,6 +72,7 @@ struct CamclassDaemonCommand: AsyncParsableCommand {
             c.frameLimit = frames
         }
         if let debugStallAfter { c.debugStallAfterFrames = max(0, debugStallAfter) }
+        c.debugReplayMJPEG = debugReplayMJPEG
         return c
     }
 

@@ -11,15 +11,22 @@ import Testing
     static let hotThreads = ["camclass-captur", "camclass-infer0", "camclass-infer1", "camclass-result",
                              "camclass-sock", "camclass-log"]
 
-    func run(frames: Int, dir: String) throws -> [String: Int] {
+    /// What runs: one replayed source (decoded once, NV12 leases), or two sources whose JPEGs are
+    /// handed over compressed and decoded on the workers per frame, as an MJPEG camera's are.
+    enum Path: String, CaseIterable, Sendable { case nv12OneSource, mjpegTwoSources }
+
+    func run(frames: Int, dir: String, path: Path) throws -> [String: Int] {
         // The release build: what runs in production. (A debug build allocates in unspecialised
         // generic code, e.g. iterating the sinks, which says nothing about the shipped daemon.)
         let binary = try TestEnv.require("CAMCLASS_TEST_CAMCLASSD_RELEASE", "run the suite with `make test` (it builds the release camclassd)")
         let counter = try TestEnv.require("CAMCLASS_TEST_MALLOC_COUNT", "run the suite with `make test` (it builds Tests/StandIns/malloc_count.so)")
-        let out = dir + "/alloc-\(frames).json"
+        let out = dir + "/alloc-\(path.rawValue)-\(frames).json"
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["--source", try TestEnv.samples(), "--model", try TestEnv.model(), "--socket", dir + "/s.sock",
+        let samples = try TestEnv.samples()
+        let sources = path == .nv12OneSource ? ["--source", samples]
+            : ["--source", "a=" + samples, "--source", "b=" + samples, "--debug-replay-mjpeg"]
+        p.arguments = sources + ["--model", try TestEnv.model(), "--socket", dir + "/s.sock",
                        "--log", dir + "/c-\(frames).log", "--fps", "100", "--frames", "\(frames)", "--workers", "2",
                        "--log-level", "error"]
         var env = ProcessInfo.processInfo.environment
@@ -35,11 +42,12 @@ import Testing
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Int])
     }
 
-    @Test func pipelineThreadsDoNotAllocatePerFrame() throws {
+    @Test(arguments: Path.allCases)
+    func pipelineThreadsDoNotAllocatePerFrame(path: Path) throws {
         let dir = TestEnv.tempDir("alloc")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let short = try run(frames: 100, dir: dir)
-        let long = try run(frames: 400, dir: dir)
+        let short = try run(frames: 100, dir: dir, path: path)
+        let long = try run(frames: 400, dir: dir, path: path)
         // Sanity: the counter saw the daemon's threads (inference threads exist and called libraries).
         #expect((long["camclass-infer0.lib"] ?? 0) > 0, "the allocation counter saw no inference thread: \(long)")
         for thread in Self.hotThreads {
@@ -50,6 +58,6 @@ import Testing
         }
         // For the record: what libraries (libyuv's scalers, OpenVINO's infer) allocate per frame.
         let libGrowth = Self.hotThreads.reduce(0) { $0 + (long[$1 + ".lib"] ?? 0) - (short[$1 + ".lib"] ?? 0) }
-        print("library allocations on pipeline threads: \(Double(libGrowth) / 300) per frame (libyuv row buffers, OpenVINO)")
+        print("\(path): library allocations on pipeline threads: \(Double(libGrowth) / 300) per frame (libyuv row buffers, libjpeg-turbo, OpenVINO)")
     }
 }
