@@ -157,6 +157,9 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
 
     public func close() {
         retire()
+        // Closed after the pipeline's threads ended, so normally nothing is leased any more: the
+        // device closes now. (Otherwise it closes when the last lease ends.)
+        retiredStream.withLock { if $0?.leased == 0 { $0 = nil } }
         device = nil
         lostAtNs = nil
         intake.converter = nil
