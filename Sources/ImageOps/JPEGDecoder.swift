@@ -200,7 +200,8 @@ public final class JPEGDecoder {
     ///   (4:4:0, 4:1:1), `.corrupt` for truncated or damaged data (libjpeg-turbo warnings included).
     public func decodeScaledPlanes(_ jpeg: UnsafeRawBufferPointer, header: (width: Int, height: Int, subsampling: Int32),
                                    denominator: Int) throws -> JPEGPlanes {
-        precondition([1, 2, 4, 8].contains(denominator), "DCT scaling is 1/1, 1/2, 1/4 or 1/8")
+        precondition(denominator == 1 || denominator == 2 || denominator == 4 || denominator == 8,
+                     "DCT scaling is 1/1, 1/2, 1/4 or 1/8")
         let (w, h, sub) = header
         guard w <= maxWidth, h <= maxHeight else { throw JPEGDecodeError.tooLarge(width: w, height: h) }
         let subsampling: JPEGSubsampling

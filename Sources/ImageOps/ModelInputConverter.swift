@@ -86,12 +86,15 @@ public final class ModelInputConverter {
     /// 640x480, 1280x720 → 1/2 and 1920x1080 → 1/4 for a 224x224 input with `.crop`.
     public static func dctScaleDenominator(width: Int, height: Int, inputWidth: Int, inputHeight: Int,
                                            mode: ResizeMode) -> Int {
-        for d in [8, 4, 2] {
+        var d = 8  // 8, 4, 2 (a loop, not an array literal: this runs per frame and must not allocate)
+        while d >= 2 {
             let sw = ((width + d - 1) / d) & ~1, sh = ((height + d - 1) / d) & ~1
-            guard sw >= 2, sh >= 2 else { continue }
-            let r = NV12Ops.cropRect(source: NV12Layout(width: sw, height: sh), destinationWidth: inputWidth,
-                                     destinationHeight: inputHeight, mode: mode)
-            if r.width >= inputWidth && r.height >= inputHeight { return d }
+            if sw >= 2 && sh >= 2 {
+                let r = NV12Ops.cropRect(source: NV12Layout(width: sw, height: sh), destinationWidth: inputWidth,
+                                         destinationHeight: inputHeight, mode: mode)
+                if r.width >= inputWidth && r.height >= inputHeight { return d }
+            }
+            d /= 2
         }
         return 1
     }
