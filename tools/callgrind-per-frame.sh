@@ -23,7 +23,7 @@ CAMCLASS=${CAMCLASS:-.build/release/camclass}
 STANDIN_DNN=${STANDIN_DNN:-$PWD/Tests/StandIns/libdnn.so}
 MODEL=${MODEL:-$PWD/Tests/StandIns/bench_b2.model}
 SAMPLES=${SAMPLES:-$PWD/samples}
-CONVERT_ROWS=${CONVERT_ROWS:-"nv12:640x480 yuyv:1280x720 mjpeg:1280x720 mjpeg:1920x1080"}
+CONVERT_ROWS=${CONVERT_ROWS:-"nv12:1280x720 yuyv:1280x720 mjpeg:640x480 mjpeg:1280x720 mjpeg:1920x1080"}
 
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 69; }
 [ -x "$CAMCLASSD" ] || { echo "$CAMCLASSD missing: swift build -c release --product camclassd" >&2; exit 66; }
@@ -92,7 +92,7 @@ if command -v callgrind_annotate >/dev/null; then
     echo "  largest per-frame costs (exclusive Ir per frame, from the difference of the two runs):"
     for n in "$N1" "$N2"; do
         callgrind_annotate --inclusive=no --threshold=100 "$tmp/daemon-$n.out" 2>/dev/null \
-            | sed -n 's/^ *\([0-9,]*\) ([^)]*) *\(.*\)$/\1\t\2/p' | tr -d ',' > "$tmp/fn-$n.tsv" || true
+            | sed -n 's/^ *\([0-9,]*\) ([^)]*) *\([^<].*\)$/\1\t\2/p' | grep -v -e 'PROGRAM TOTALS' -e '<counts for' | tr -d ',' > "$tmp/fn-$n.tsv" || true
     done
     awk -F'\t' -v n="$((N2 - N1))" 'NR == FNR { a[$2] = $1; next } { d = $1 - a[$2]; if (d > 0) print d / n "\t" $2 }' \
         "$tmp/fn-$N1.tsv" "$tmp/fn-$N2.tsv" | sort -t$'\t' -k1,1 -g -r | head -12 \
@@ -100,7 +100,9 @@ if command -v callgrind_annotate >/dev/null; then
 fi
 
 # Conversion alone, per call, only where bench-convert can run one row.
-if [ -x "$CAMCLASS" ] && "$CAMCLASS" bench-convert --help 2>/dev/null | grep -q -- '--rows'; then
+# (The help text is read whole first: grep -q closing the pipe early would fail it under pipefail.)
+help=$([ -x "$CAMCLASS" ] && "$CAMCLASS" bench-convert --help </dev/null 2>/dev/null || true)
+if [[ $help == *--rows* ]]; then
     echo
     echo "camera frame -> 224x224 model input (centre crop), instructions per frame under callgrind:"
     printf '  %-17s %14s %14s\n' "format size" "before" "after"
