@@ -13,6 +13,7 @@
 # make bench-fanout  what subscribers cost: FPS with 1, 8 and 64 subscribers, JSON bytes and CPU per record
 # make bench-mqtt    the MQTT bridge: capture → MQTT subscriber latency p50/p99 at 30 FPS, bridge CPU per message
 # make bench-cpu     what camclassd costs: CPU ms per frame (process, threads), wake-ups/s, RSS at 1/30/unpaced FPS
+# make bench-callgrind  instructions per frame (valgrind callgrind): the daemon on the BPU stand-in, frame conversion
 # make eval      top-1/top-5 of the default model on real photos from PyPI packages, vs float
 # make install   install binaries, systemd unit, config and data (PREFIX=/usr/local, DESTDIR=)
 # make deb       a .deb (release build, Swift runtime linked statically) in $(DEB_OUT)
@@ -49,7 +50,7 @@ BIN_DIR      ?= .build/release
 DEB_OUT      ?= .build/deb
 OV_LIBS       = $(shell $(VPY) -c 'import openvino, os; print(os.path.join(os.path.dirname(openvino.__file__), "libs"))' 2>/dev/null)
 
-.PHONY: check fuzz install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-cpu bench-deps eval eval-photos clean check-config
+.PHONY: check fuzz install deb deb-package test-deps deps apt-deps venv models build run test test-unit test-camera standin bench bench-convert bench-bpu bench-fanout bench-mqtt bench-cpu bench-callgrind bench-deps eval eval-photos clean check-config
 
 deps: apt-deps venv
 
@@ -220,8 +221,9 @@ bench: deps models build bench-deps eval-photos
 	  --json $(BENCH_OUT)/python-peer.json
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass eval $(EVAL_DIR) --model $(MODEL) --reference --python $(VPY)
 
-# Camera frames: driver buffer → NV12 pool buffer → 224x224 model input, per frame, for NV12, YUYV
-# and MJPEG (real JPEG bytes) at 640x480 and 1280x720, libyuv/libjpeg-turbo vs plain Swift loops.
+# Camera frames: driver buffer → 224x224 model input, per frame, for NV12, YUYV and MJPEG (real JPEG
+# bytes) at 640x480, 1280x720 and 1920x1080: before (pool buffer + scale), after (ModelInputConverter),
+# plain Swift loops.
 bench-convert: deps models build
 	.build/release/camclass bench-convert --photo samples/chelsea.jpg
 
@@ -262,6 +264,16 @@ bench-cpu: deps models standin
 	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclass
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench-cpu --camclassd .build/release/camclassd \
 	  --seconds $(BENCH_CPU_SECONDS)
+
+# Instructions per frame, repeatable on a loaded machine (tools/callgrind-per-frame.sh): the release
+# camclassd on the BPU stand-in replaying the samples unpaced for CALLGRIND_FRAMES (two counts, so
+# start-up cancels), then frame conversion alone per format (before/after) from camclass bench-convert.
+CALLGRIND_FRAMES ?= 70 280
+bench-callgrind: apt-deps models standin
+	@command -v valgrind >/dev/null || $(MAKE) --no-print-directory apt-deps APT_PACKAGES="valgrind"
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclassd
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product camclass
+	tools/callgrind-per-frame.sh $(CALLGRIND_FRAMES)
 
 bench-deps: venv
 	@$(VPY) -c 'import cv2' 2>/dev/null || $(VENV)/bin/pip install -q opencv-python-headless

@@ -5,15 +5,23 @@ import Capture
 import Glibc
 import ImageOps
 
-/// `camclass bench-convert`: CPU time per frame of what the capture thread and a worker do to a
-/// camera frame before inference — convert the driver buffer into the NV12 pool buffer (the
-/// camera's `CameraFrameConverter`) and crop/scale it to the model input — for NV12, YUYV and
-/// MJPEG (real JPEG bytes, 4:2:2 like UVC cameras) input, next to the same work written as plain
-/// per-pixel Swift loops, to show what libyuv (and libjpeg-turbo's planar output) saves.
-/// The driver's own DQBUF/QBUF (two ioctls, microseconds) is not part of it.
+/// `camclass bench-convert`: CPU time per frame of what happens to a camera frame between the driver
+/// buffer and the model input, for NV12, YUYV and MJPEG (real JPEG bytes, 4:2:2 like UVC cameras):
+/// - before: the capture thread's `CameraFrameConverter` into a full-size NV12 pool buffer (MJPEG:
+///   full-size decode and a full-frame range table), then the worker's crop/scale to the input;
+/// - after: the worker's `ModelInputConverter` straight from the driver buffer into the input
+///   (MJPEG: DCT-scaled decode, range table on the input only);
+/// - naive: the "before" work as plain per-pixel Swift loops, to show what libyuv saves.
+/// Measured as thread CPU time (CLOCK_THREAD_CPUTIME_ID) on one thread: one frame's cost on one
+/// core, whichever thread the work runs on. The driver's DQBUF/QBUF (two ioctls) is not part of it.
 public struct ConvertBenchmark {
     public struct Options: Sendable {
-        public var sizes: [(width: Int, height: Int)] = [(640, 480), (1280, 720)]
+        public var sizes: [(width: Int, height: Int)] = [(640, 480), (1280, 720), (1920, 1080)]
+        /// Only these rows (format and size) instead of every format at every size.
+        public var rows: [RowSpec]?
+        /// Which columns to measure (the others print "-"); a single one lets an instruction counter
+        /// (tools/callgrind-per-frame.sh) attribute `measure` to one path.
+        public var columns: Set<Column> = Set(Column.allCases)
         public var modelWidth = 224
         public var modelHeight = 224
         /// Frames per measurement; the median of `runs` measurements is reported.
@@ -24,64 +32,125 @@ public struct ConvertBenchmark {
         public init() {}
     }
 
+    public enum Column: String, Sendable, CaseIterable { case before, after, naive }
+
+    /// One row to measure, written FORMAT:WxH (`mjpeg:1920x1080`).
+    public struct RowSpec: Sendable {
+        public var format: CameraPixelFormat
+        public var width: Int
+        public var height: Int
+
+        public init(format: CameraPixelFormat, width: Int, height: Int) {
+            self.format = format
+            self.width = width
+            self.height = height
+        }
+
+        /// nil unless FORMAT is nv12, yuyv or mjpeg and the size is even, 2…8192 each way.
+        public init?(_ text: String) {
+            let parts = text.split(separator: ":")
+            let size = parts.count == 2 ? parts[1].split(separator: "x") : []
+            guard parts.count == 2, let format = CameraPixelFormat(configName: String(parts[0])), size.count == 2,
+                  let w = Int(size[0]), let h = Int(size[1]), (2...8192).contains(w), (2...8192).contains(h),
+                  w % 2 == 0, h % 2 == 0 else { return nil }
+            self.init(format: format, width: w, height: h)
+        }
+    }
+
     public struct Row: Sendable {
         public var format: CameraPixelFormat
         public var width: Int
         public var height: Int
         /// Input bytes per frame (the MJPEG size shows the compression).
         public var inputBytes: Int
-        public var libraryMs: Double
+        /// Capture-thread conversion into the pool buffer + scale (the path before issue 12).
+        public var beforeMs: Double
+        /// `ModelInputConverter` on the worker, driver buffer → model input.
+        public var afterMs: Double
+        /// The "before" work as per-pixel Swift loops.
         public var naiveMs: Double
-        public var gain: Double { libraryMs > 0 ? naiveMs / libraryMs : 0 }
+        public var gain: Double { afterMs > 0 ? beforeMs / afterMs : 0 }
     }
 
     let options: Options
     public init(options: Options) { self.options = options }
 
     public func run(progress: (String) -> Void) throws -> [Row] {
-        var rows: [Row] = []
+        var results: [Row] = []
         let model = NV12Buffer(width: options.modelWidth, height: options.modelHeight)
-        for size in options.sizes {
-            let frame = try contentFrame(width: size.width, height: size.height)
-            for format in CameraPixelFormat.allCases {
+        let plan = options.rows ?? options.sizes.flatMap { size in
+            CameraPixelFormat.allCases.map { RowSpec(format: $0, width: size.width, height: size.height) }
+        }
+        var frames: [String: NV12Buffer] = [:]  // one content frame per size
+        for spec in plan {
+            let (format, width, height) = (spec.format, spec.width, spec.height)
+            let size = (width: width, height: height)
+            let key = "\(width)x\(height)"
+            let frame = try frames[key] ?? contentFrame(width: width, height: height)
+            frames[key] = frame
+            do {  // one row's buffers, freed before the next row
                 let input = try driverBuffer(format, frame: frame)
                 let converter = CameraFrameConverter(format: format, width: size.width, height: size.height,
                                                      bytesPerLine: input.bytesPerLine, sizeImage: input.bytes.count)
                 let pool = NV12Buffer(width: size.width, height: size.height)
                 let naive = NaiveConverter(format: format, width: size.width, height: size.height,
                                            bytesPerLine: input.bytesPerLine)
-                let library = try input.bytes.withUnsafeBytes { raw in
-                    try measure {
+                let before = try input.bytes.withUnsafeBytes { raw in
+                    try measure(.before) {
                         try converter.convert(raw, into: pool.view)
                         NV12Ops.scale(pool.view.readOnly, into: model.view, mode: .crop)
                     }
                 }
+                let modelInput = ModelInputConverter(maxWidth: size.width, maxHeight: size.height,
+                                                     inputWidth: options.modelWidth, inputHeight: options.modelHeight)
+                let after = try input.bytes.withUnsafeBytes { raw in
+                    let payload = Self.payload(format, raw, bytesPerLine: input.bytesPerLine, width: size.width, height: size.height)
+                    return try measure(.after) { try modelInput.convert(payload, into: model.view, mode: .crop) }
+                }
                 let baseline = try input.bytes.withUnsafeBytes { raw in
-                    try measure {
+                    try measure(.naive) {
                         try naive.convert(raw, into: pool.view)
                         NaiveConverter.scale(pool.view.readOnly, into: model.view)
                     }
                 }
                 let row = Row(format: format, width: size.width, height: size.height, inputBytes: input.bytes.count,
-                              libraryMs: library, naiveMs: baseline)
+                              beforeMs: before, afterMs: after, naiveMs: baseline)
                 progress(ConvertBenchmark.format(row))
-                rows.append(row)
+                results.append(row)
             }
         }
-        return rows
+        return results
+    }
+
+    /// How the capture side describes a tightly packed driver buffer of `format` (what the daemon's
+    /// frame lease hands to the worker).
+    static func payload(_ format: CameraPixelFormat, _ raw: UnsafeRawBufferPointer, bytesPerLine: Int,
+                        width: Int, height: Int) -> FramePayload {
+        let base = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        switch format {
+        case .nv12:
+            return .nv12(NV12ConstView(y: base, uv: base + bytesPerLine * height,
+                                       layout: NV12Layout(width: width, height: height, strideY: bytesPerLine, strideUV: bytesPerLine)))
+        case .yuyv: return .yuyv(base, stride: bytesPerLine, width: width, height: height)
+        case .mjpeg: return .mjpeg(raw, width: width, height: height)
+        }
     }
 
     public static func format(_ r: Row) -> String {
         func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+        func ms(_ v: Double) -> String { v.isNaN ? "-" : String(fixed: v, decimals: 3) + " ms" }
         return pad(r.format.rawValue, 6) + pad("\(r.width)x\(r.height)", 11) + pad("\(r.inputBytes / 1024) KiB", 10)
-            + pad(String(fixed: r.libraryMs, decimals: 3) + " ms", 12) + pad(String(fixed: r.naiveMs, decimals: 3) + " ms", 12)
-            + String(fixed: r.gain, decimals: 1) + "x"
+            + pad(ms(r.beforeMs), 11) + pad(ms(r.afterMs), 11)
+            + pad(r.gain.isNaN || r.gain == 0 ? "-" : String(fixed: r.gain, decimals: 1) + "x", 7) + ms(r.naiveMs)
     }
 
-    public static let header = "input size       frame     libyuv      naive Swift gain"
+    public static let header = "input size       frame     before     after      gain   naive Swift"
 
-    /// Median over `runs` of the thread CPU time per frame, after a warm-up.
-    func measure(_ body: () throws -> Void) throws -> Double {
+    /// Median over `runs` of the thread CPU time per frame, after a warm-up; NaN for a column not
+    /// asked for. Not inlined: tools/callgrind-per-frame.sh collects instructions inside it.
+    @inline(never)
+    func measure(_ column: Column, _ body: () throws -> Void) throws -> Double {
+        guard options.columns.contains(column) else { return .nan }
         for _ in 0..<3 { try body() }
         var perFrame: [Double] = []
         for _ in 0..<options.runs {

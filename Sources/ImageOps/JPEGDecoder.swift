@@ -22,6 +22,20 @@ public enum JPEGDecodeError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// One decoded JPEG as separate planes (tightly packed rows: stride = width), pointing into the
+/// decoder's scratch: valid until the decoder's next call. Gray images have no chroma (`chromaWidth`
+/// 0; `u`, `v` are not to be read).
+public struct JPEGPlanes {
+    public let y: UnsafePointer<UInt8>
+    public let u: UnsafePointer<UInt8>
+    public let v: UnsafePointer<UInt8>
+    public let width: Int
+    public let height: Int
+    public let chromaWidth: Int
+    public let chromaHeight: Int
+    public let subsampling: JPEGSubsampling
+}
+
 /// Decodes (M)JPEG straight to planar YUV with libjpeg-turbo and packs it into NV12 with libyuv.
 /// The Y plane is decoded directly into the destination; chroma goes through scratch planes that
 /// are sized once for `maxWidth` x `maxHeight`, so decoding allocates nothing.
@@ -112,7 +126,8 @@ public final class JPEGDecoder {
                                   planes: (scratch, nil, nil), strides: (Int32(w), 0, 0))
             if rc != 0 { throw failure() }
             CopyPlane(scratch, Int32(w), dst.y, Int32(dst.layout.strideY), outW, outH)
-            SetPlane(dst.uv, Int32(dst.layout.strideUV), outW / 2, outH / 2, 0x8080)
+            // SetPlane fills bytes: the UV plane's rows are outW bytes (outW / 2 U,V pairs).
+            SetPlane(dst.uv, Int32(dst.layout.strideUV), outW, outH / 2, 0x80)
         default:
             throw JPEGDecodeError.unsupportedSubsampling(sub)
         }
@@ -173,6 +188,46 @@ public final class JPEGDecoder {
         let s = I420ToNV12(scratch, Int32(w), u, Int32(cw), v, Int32(cw), dst.y, Int32(dst.layout.strideY),
                            dst.uv, Int32(dst.layout.strideUV), Int32(dst.layout.width), Int32(dst.layout.height))
         if s != 0 { throw ImageOpsError.libyuv(call: "I420ToNV12", status: s) }
+    }
+
+    /// Decodes `jpeg` with libjpeg-turbo's DCT scaling by 1/`denominator` (1, 2, 4 or 8) into
+    /// planar Y, U, V in the decoder's scratch, which `decodedPlanes` then points into (valid until
+    /// the next call). The scaled size is ⌈width/denominator⌉ x ⌈height/denominator⌉, as libjpeg-turbo's
+    /// TJSCALED computes it; the IDCT itself produces the reduced image, so the full-size image never
+    /// exists. `header` is what `headerInfo` returned for the same bytes. Allocates nothing in Swift
+    /// (libjpeg-turbo keeps its per-image working memory in its own pools).
+    /// - Throws: `JPEGDecodeError` — `.tooLarge` over maxWidth/maxHeight, `.unsupportedSubsampling`
+    ///   (4:4:0, 4:1:1), `.corrupt` for truncated or damaged data (libjpeg-turbo warnings included).
+    public func decodeScaledPlanes(_ jpeg: UnsafeRawBufferPointer, header: (width: Int, height: Int, subsampling: Int32),
+                                   denominator: Int) throws -> JPEGPlanes {
+        precondition(denominator == 1 || denominator == 2 || denominator == 4 || denominator == 8,
+                     "DCT scaling is 1/1, 1/2, 1/4 or 1/8")
+        let (w, h, sub) = header
+        guard w <= maxWidth, h <= maxHeight else { throw JPEGDecodeError.tooLarge(width: w, height: h) }
+        let subsampling: JPEGSubsampling
+        switch sub {
+        case Int32(TJSAMP_420.rawValue): subsampling = .s420
+        case Int32(TJSAMP_422.rawValue): subsampling = .s422
+        case Int32(TJSAMP_444.rawValue): subsampling = .s444
+        case Int32(TJSAMP_GRAY.rawValue): subsampling = .gray
+        default: throw JPEGDecodeError.unsupportedSubsampling(sub)
+        }
+        let sw = (w + denominator - 1) / denominator, sh = (h + denominator - 1) / denominator
+        let gray = subsampling == .gray
+        let cw = gray ? 0 : Int(tjPlaneWidth(1, Int32(sw), sub)), ch = gray ? 0 : Int(tjPlaneHeight(1, Int32(sh), sub))
+        // Scratch is 3 x maxWidth x maxHeight: room for Y and both chroma planes even at 4:4:4, 1/1.
+        let u = scratch + sw * sh, v = u + cw * ch
+        let base = jpeg.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        // The fast integer IDCT only at full size: libjpeg-turbo 2.1's planar output of 4:2:0 at 1/2
+        // with it has corrupt chroma (upstream issue 912; seen here: mean Cb 55 instead of 110), and
+        // the reduced IDCTs used at 1/4 and 1/8 do not have a fast variant anyway.
+        let flags = (denominator == 1 ? CTJ_FLAG_FASTDCT : 0) | CTJ_FLAG_STOPONWARNING | CTJ_FLAG_LIMITSCANS
+        let rc = decodePlanes(base, count: jpeg.count, width: sw, height: sh, flags: flags,
+                              planes: (scratch, gray ? nil : u, gray ? nil : v),
+                              strides: (Int32(sw), Int32(cw), Int32(cw)))
+        if rc != 0 { throw failure() }
+        return JPEGPlanes(y: scratch, u: u, v: v, width: sw, height: sh, chromaWidth: cw, chromaHeight: ch,
+                          subsampling: subsampling)
     }
 
     /// One tjDecompressToYUVPlanes call with the plane pointers on the stack (no allocation).

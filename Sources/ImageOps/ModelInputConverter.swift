@@ -1,8 +1,14 @@
+import CTurboJPEG
 import CYUV
 
-/// Why a frame could not become model input (the frame is dropped and counted).
+/// Why a captured frame could not become a model input. Every case means "drop the frame and
+/// count it"; the next frame is unaffected.
 public enum FrameConversionError: Error, Equatable, CustomStringConvertible {
+    /// Fewer bytes than the frame's format and size need (a short or truncated raw frame).
     case truncated(got: Int, need: Int)
+    /// The frame cannot be converted: a JPEG that does not decode (damaged, truncated, another
+    /// size than negotiated, over the converter's maximum), or a geometry the converter was not
+    /// made for.
     case corrupt(String)
 
     public var description: String {
@@ -13,53 +19,181 @@ public enum FrameConversionError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Turns a captured frame's payload into the model input, on a worker thread.
-/// (Interim version: full-size conversion into scratch, then the scale.)
-/// Thread context: one per worker thread.
+/// Turns a captured frame (`FramePayload`: a driver buffer or a replayed image, as delivered)
+/// straight into an engine's NV12 model input, doing only the work the input needs:
+/// - NV12: libyuv crops/scales from the payload into the input (the only copy).
+/// - YUYV: libyuv converts only the region the resize mode keeps into scratch NV12, then scales.
+/// - MJPEG: libjpeg-turbo decodes with DCT scaling (1/8, 1/4 or 1/2 when the reduced image still
+///   covers the input after the crop; see `dctScaleDenominator`) to planar YUV in scratch; libyuv
+///   crops/scales each plane to the input size; then JFIF's full-range YCbCr is mapped to BT.601
+///   limited range (what NV12/YUYV cameras deliver and the engines assume) on the small input only.
+///
+/// All memory (the JPEG decoder and its planes, the YUYV region, chroma planes at input size, the
+/// range tables) is allocated in `init` for frames up to `maxWidth` x `maxHeight`; `convert`
+/// allocates nothing (libjpeg-turbo keeps its per-image state in its own pools).
+/// Thread context: one converter per worker thread; not thread-safe (a turbojpeg handle is not).
 public final class ModelInputConverter {
-    private let scratch: NV12Buffer
+    public let maxWidth: Int
+    public let maxHeight: Int
+    public let inputWidth: Int
+    public let inputHeight: Int
     private let jpeg: JPEGDecoder
+    /// YUYV: the kept region converted to NV12 (at most maxWidth x maxHeight).
+    private let region: NV12Buffer
+    /// MJPEG: U and V scaled to the input's chroma size, before they are interleaved into it.
+    private let chromaU: UnsafeMutablePointer<UInt8>
+    private let chromaV: UnsafeMutablePointer<UInt8>
+    /// JFIF full range → BT.601 limited range (Y 0…255 → 16…235, Cb/Cr → 16…240 around 128).
     private let rangeY: UnsafeMutablePointer<UInt8>
-    private let rangeUV: UnsafeMutablePointer<UInt8>
+    private let rangeC: UnsafeMutablePointer<UInt8>
 
+    /// - Parameters:
+    ///   - maxWidth, maxHeight: the largest frame this converter will be given (the negotiated
+    ///     camera size, or the largest replayed image); larger frames are refused with `.corrupt`.
+    ///   - inputWidth, inputHeight: the model input's size (even).
     public init(maxWidth: Int, maxHeight: Int, inputWidth: Int, inputHeight: Int) {
-        scratch = NV12Buffer(width: max(2, maxWidth & ~1), height: max(2, maxHeight & ~1))
-        jpeg = JPEGDecoder(maxWidth: max(2, maxWidth), maxHeight: max(2, maxHeight))
+        precondition(maxWidth >= 2 && maxHeight >= 2 && inputWidth >= 2 && inputHeight >= 2
+                     && inputWidth % 2 == 0 && inputHeight % 2 == 0,
+                     "converter sizes: frame \(maxWidth)x\(maxHeight), input \(inputWidth)x\(inputHeight)")
+        self.maxWidth = maxWidth
+        self.maxHeight = maxHeight
+        self.inputWidth = inputWidth
+        self.inputHeight = inputHeight
+        jpeg = JPEGDecoder(maxWidth: maxWidth, maxHeight: maxHeight)
+        region = NV12Buffer(width: maxWidth & ~1, height: maxHeight & ~1)
+        let chroma = (inputWidth / 2) * (inputHeight / 2)
+        chromaU = .allocate(capacity: chroma)
+        chromaV = .allocate(capacity: chroma)
         rangeY = .allocate(capacity: 256)
-        rangeUV = .allocate(capacity: 256)
+        rangeC = .allocate(capacity: 256)
         for v in 0..<256 {
             rangeY[v] = UInt8(16 + (v * 219 + 127) / 255)
-            rangeUV[v] = UInt8(clamping: 128 + ((v - 128) * 224 + (v >= 128 ? 127 : -127)) / 255)
+            rangeC[v] = UInt8(clamping: 128 + ((v - 128) * 224 + (v >= 128 ? 127 : -127)) / 255)
         }
     }
 
     deinit {
+        chromaU.deallocate()
+        chromaV.deallocate()
         rangeY.deallocate()
-        rangeUV.deallocate()
+        rangeC.deallocate()
     }
 
+    /// The DCT scaling libjpeg-turbo decodes a `width` x `height` JPEG with, as the denominator
+    /// (8 = 1/8, 4, 2, 1 = full size): the largest reduction whose reduced image, after the crop
+    /// `mode` makes for an `inputWidth` x `inputHeight` input, is still at least the input's size
+    /// in both dimensions (`.stretch`: the reduced image itself), so the final scale never enlarges.
+    /// 640x480, 1280x720 → 1/2 and 1920x1080 → 1/4 for a 224x224 input with `.crop`.
+    public static func dctScaleDenominator(width: Int, height: Int, inputWidth: Int, inputHeight: Int,
+                                           mode: ResizeMode) -> Int {
+        var d = 8  // 8, 4, 2 (a loop, not an array literal: this runs per frame and must not allocate)
+        while d >= 2 {
+            let sw = ((width + d - 1) / d) & ~1, sh = ((height + d - 1) / d) & ~1
+            if sw >= 2 && sh >= 2 {
+                let r = NV12Ops.cropRect(source: NV12Layout(width: sw, height: sh), destinationWidth: inputWidth,
+                                         destinationHeight: inputHeight, mode: mode)
+                if r.width >= inputWidth && r.height >= inputHeight { return d }
+            }
+            d /= 2
+        }
+        return 1
+    }
+
+    /// Converts `payload` into `input` (the engine's input tensor, at most inputWidth x inputHeight),
+    /// cropping or stretching as `mode` says.
+    /// Thread context: the worker that owns this converter; allocates nothing on success.
+    /// - Throws: `.corrupt` for a JPEG that does not decode, whose header size differs from the
+    ///   payload's negotiated size, or any frame over maxWidth x maxHeight or with impossible
+    ///   geometry; `.truncated` for an empty MJPEG payload. `input` may then be partly written.
     public func convert(_ payload: FramePayload, into input: NV12MutableView, mode: ResizeMode) throws(FrameConversionError) {
+        let iw = input.layout.width, ih = input.layout.height
+        guard iw >= 2, ih >= 2, iw % 2 == 0, ih % 2 == 0, iw <= inputWidth, ih <= inputHeight,
+              input.layout.strideY >= iw, input.layout.strideUV >= iw else {
+            throw .corrupt("model input \(input.layout) does not fit the converter's \(inputWidth)x\(inputHeight)")
+        }
         switch payload {
         case .nv12(let v):
+            let l = v.layout
+            guard l.width >= 2, l.height >= 2, l.width % 2 == 0, l.height % 2 == 0, l.strideY >= l.width,
+                  l.strideUV >= l.width else { throw .corrupt("bad NV12 frame geometry: \(l), strides \(l.strideY)/\(l.strideUV)") }
             NV12Ops.scale(v, into: input, mode: mode)
-        case .yuyv(let p, let stride, let w, let h):
-            guard w <= scratch.layout.width, h <= scratch.layout.height else { throw .corrupt("frame \(w)x\(h) larger than negotiated") }
-            let dst = scratch.view.cropped(width: w, height: h)
-            do { try NV12Ops.convertYUYV(p, stride: stride, into: dst) } catch { throw .corrupt("\(error)") }
-            NV12Ops.scale(dst.readOnly, into: input, mode: mode)
+        case .yuyv(let src, let stride, let w, let h):
+            guard w >= 2, h >= 2, w % 2 == 0, h % 2 == 0, stride >= 2 * w else {
+                throw .corrupt("bad YUYV frame geometry: \(w)x\(h), \(stride) bytes per row")
+            }
+            guard w <= maxWidth, h <= maxHeight else {
+                throw .corrupt("YUYV frame of \(w)x\(h) exceeds the converter's \(maxWidth)x\(maxHeight)")
+            }
+            try convertYUYV(src, stride: stride, width: w, height: h, into: input, mode: mode)
         case .mjpeg(let bytes, let w, let h):
-            let dst = scratch.view.cropped(width: min(w & ~1, scratch.layout.width), height: min(h & ~1, scratch.layout.height))
-            do { try jpeg.decode(bytes, into: dst) } catch { throw .corrupt("\(error)") }
-            NV12Ops.scale(dst.readOnly, into: input, mode: mode)
-            let l = input.layout
-            for row in 0..<l.height {
-                let p = input.y + row * l.strideY
-                for x in 0..<l.width { p[x] = rangeY[Int(p[x])] }
+            guard bytes.baseAddress != nil, bytes.count > 0 else { throw .truncated(got: 0, need: 1) }
+            guard w >= 2, h >= 2 else { throw .corrupt("bad MJPEG frame geometry: \(w)x\(h)") }
+            try convertJPEG(bytes, width: w, height: h, into: input, mode: mode)
+        }
+    }
+
+    /// Only the kept region is converted (YUY2ToNV12 averages row pairs for 4:2:0 chroma), then
+    /// scaled: the same pixels as converting the whole frame and cropping, for less work.
+    private func convertYUYV(_ src: UnsafePointer<UInt8>, stride: Int, width w: Int, height h: Int,
+                             into input: NV12MutableView, mode: ResizeMode) throws(FrameConversionError) {
+        let r = NV12Ops.cropRect(source: NV12Layout(width: w, height: h), destinationWidth: input.layout.width,
+                                 destinationHeight: input.layout.height, mode: mode)
+        let dst = region.view.cropped(width: r.width, height: r.height)
+        // r.x is even: whole Y0 U Y1 V groups.
+        let status = YUY2ToNV12(src + r.y * stride + r.x * 2, Int32(stride), dst.y, Int32(dst.layout.strideY),
+                                dst.uv, Int32(dst.layout.strideUV), Int32(r.width), Int32(r.height))
+        if status != 0 { throw .corrupt("libyuv YUY2ToNV12 failed with status \(status)") }
+        // Already cropped: scaling the region whole is the crop.
+        NV12Ops.scale(dst.readOnly, into: input, mode: .stretch)
+    }
+
+    private func convertJPEG(_ bytes: UnsafeRawBufferPointer, width: Int, height: Int, into input: NV12MutableView,
+                             mode: ResizeMode) throws(FrameConversionError) {
+        let iw = input.layout.width, ih = input.layout.height
+        let planes: JPEGPlanes
+        do {
+            let header = try jpeg.header(bytes)
+            guard header.width & ~1 == width & ~1, header.height & ~1 == height & ~1 else {
+                throw JPEGDecodeError.sizeMismatch(expected: "\(width)x\(height)", got: "\(header.width)x\(header.height)")
             }
-            for row in 0..<l.height / 2 {
-                let p = input.uv + row * l.strideUV
-                for x in 0..<l.width { p[x] = rangeUV[Int(p[x])] }
-            }
+            let d = Self.dctScaleDenominator(width: header.width, height: header.height, inputWidth: iw,
+                                             inputHeight: ih, mode: mode)
+            planes = try jpeg.decodeScaledPlanes(bytes, header: header, denominator: d)
+        } catch {
+            throw .corrupt("\(error)")
+        }
+        let r = NV12Ops.cropRect(source: NV12Layout(width: planes.width & ~1, height: planes.height & ~1),
+                                 destinationWidth: iw, destinationHeight: ih, mode: mode)
+        ScalePlane(planes.y + r.y * planes.width + r.x, Int32(planes.width), Int32(r.width), Int32(r.height),
+                   input.y, Int32(input.layout.strideY), Int32(iw), Int32(ih), kFilterBilinear)
+        let cw = iw / 2, ch = ih / 2
+        if planes.subsampling == .gray {
+            // Neutral chroma; SetPlane fills bytes and a UV row is iw bytes (cw pairs).
+            SetPlane(input.uv, Int32(input.layout.strideUV), Int32(iw), Int32(ch), 0x80)
+        } else {
+            // Each chroma plane's share of the crop (r is even, so 4:2:x divides exactly), scaled
+            // to the input's chroma size; 4:2:2 and 4:4:4 lose their extra rows/columns here.
+            let sx = planes.subsampling == .s444 ? 1 : 2, sy = planes.subsampling == .s420 ? 2 : 1
+            let offset = (r.y / sy) * planes.chromaWidth + r.x / sx
+            ScalePlane(planes.u + offset, Int32(planes.chromaWidth), Int32(r.width / sx), Int32(r.height / sy),
+                       chromaU, Int32(cw), Int32(cw), Int32(ch), kFilterBilinear)
+            ScalePlane(planes.v + offset, Int32(planes.chromaWidth), Int32(r.width / sx), Int32(r.height / sy),
+                       chromaV, Int32(cw), Int32(cw), Int32(ch), kFilterBilinear)
+            MergeUVPlane(chromaU, Int32(cw), chromaV, Int32(cw), input.uv, Int32(input.layout.strideUV), Int32(cw), Int32(ch))
+        }
+        compressRange(input)
+    }
+
+    /// Full-range → limited range through the two tables, on the input only (iw x ih x 1.5 bytes).
+    private func compressRange(_ v: NV12MutableView) {
+        let w = v.layout.width, h = v.layout.height
+        for row in 0..<h {
+            let p = v.y + row * v.layout.strideY
+            for x in 0..<w { p[x] = rangeY[Int(p[x])] }
+        }
+        for row in 0..<h / 2 {
+            let p = v.uv + row * v.layout.strideUV
+            for x in 0..<w { p[x] = rangeC[Int(p[x])] }
         }
     }
 }
