@@ -470,15 +470,9 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     private func startStream() throws(CameraError) {
         guard var dev = device.take() else { throw .notFound(path: options.path) }
         let granted = try dev.startStreaming(buffers: buffersToRequest)
-        let path = options.path
-        let log = logger
-        stream = V4L2Stream(device: dev, bufferCount: granted, counters: counters, onRejected: { reason, total in
-            // On a worker: the first corrupt frame, then every hundredth, at warning.
-            log.debug("camera frame dropped", metadata: ["camera.drop": "corrupt frame", "camera.count": "\(total)"])
-            guard total == 1 || total % 100 == 0 else { return }
-            log.warning("camera frames dropped", metadata: ["camera.path": "\(path)", "camera.drop": "corrupt frame",
-                                                            "camera.count": "\(total)", "camera.reason": "\(reason)"])
-        })
+        // Frames the workers refuse are counted with the camera's corrupt frames (and logged by the
+        // pipeline, which names the source).
+        stream = V4L2Stream(device: dev, bufferCount: granted, counters: counters, onRejected: { _, _ in })
         negotiated?.buffers = granted
         published.withLock { $0 = negotiated }
         intake.streamRestarted()

@@ -390,7 +390,8 @@ public final class ClassificationPipeline: @unchecked Sendable {
         let generation = scratchGeneration.load(ordering: .acquiring)
         let size = scratchSize.withLock { $0 }
         let input = engine.slots[0].input.layout
-        return (ModelInputConverter(maxWidth: size.width, maxHeight: size.height,
+        // +1: a source's size is even (NV12), a JPEG's may be one more (its last column/row is cropped).
+        return (ModelInputConverter(maxWidth: size.width + 1, maxHeight: size.height + 1,
                                     inputWidth: input.width, inputHeight: input.height), generation)
     }
 
@@ -421,7 +422,12 @@ public final class ClassificationPipeline: @unchecked Sendable {
                 converted = false
                 ok = false
                 frame.reject(error)
-                lane.corrupt.add(1, ordering: .relaxed)
+                let n = lane.corrupt.add(1, ordering: .relaxed).newValue
+                // The first, then every hundredth: a camera sending garbage must not flood the log.
+                if n == 1 || n % 100 == 0 {
+                    logger.warning("corrupt frame dropped", metadata: [
+                        "source": "\(lane.name)", "frame.error": "\(error)", "source.corrupt_frames": "\(n)"])
+                }
             }
             _ = consume frame  // the buffer goes back (to the driver) as soon as it is converted
             let t1 = Clock.monotonicNs()
