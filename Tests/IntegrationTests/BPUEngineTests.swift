@@ -557,7 +557,10 @@ struct BPUEngineTests {
         let dir = TestEnv.tempDir("bpu-e2e")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A "board" model: a .bin (the stand-in's text model) with its sidecar and labels.
-        try "name = EfficientNet_B2_224x224_nv12\noutput = S8_SHIFT\npad = 16\nlatency_us = 2000\n"
+        // 20 ms a task, 4 in flight: 150 frames take ~0.75 s, time for the subscriber (which
+        // connects once the socket exists) to see most of them. (At 2 ms the zero-copy pipeline
+        // finished before it had connected.)
+        try "name = EfficientNet_B2_224x224_nv12\noutput = S8_SHIFT\npad = 16\nlatency_us = 20000\n"
             .write(toFile: dir + "/EfficientNet_B2_224x224_nv12.bin", atomically: true, encoding: .utf8)
         try "name: effnet-b2-standin\nmodel: EfficientNet_B2_224x224_nv12.bin\ninput: {width: 224, height: 224}\nlabels: labels.txt\n"
             .write(toFile: dir + "/EfficientNet_B2_224x224_nv12.model.yaml", atomically: true, encoding: .utf8)
