@@ -214,7 +214,7 @@ bench: deps models build bench-deps eval-photos
 	@mkdir -p $(BENCH_OUT)
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) \
 	  --json $(BENCH_OUT)/lite0.json --markdown $(BENCH_OUT)/lite0.md
-	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) --sources 1,2,4 \
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) --sources 1,2,4 --rounds 5 \
 	  --json $(BENCH_OUT)/sources.json --markdown $(BENCH_OUT)/sources.md
 	@if ls $(SEED_MODELS)/*.model.yaml >/dev/null 2>&1; then \
 	  CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --all --models-dir $(SEED_MODELS) --rounds 2 --seconds 2 \

@@ -161,7 +161,7 @@ extension Bench {
             throw ExitCode(ExitStatus.failure)
         }
         let base = r.baseline?.sources ?? 1
-        Console.out("engine: \(r.engine), \(r.workers) in flight\n")
+        Console.out("engine: \(r.engine)\n")
         for row in r.rows {
             Console.out(String(format: "%d source%@: aggregate %.1f FPS (median of %d), ratio to %d source%@ %.3f (paired %.3f; target >= %.2f), " +
                                "per-source share min/max %.3f (worst round %.3f; target >= %.2f), dropped %d\n",
@@ -179,7 +179,7 @@ extension Bench {
             }
         }
         let table = r.markdown() + "\n" + [
-            "measured on this machine (\(ProcessInfo.processInfo.activeProcessorCount) cores); \(r.engine), \(r.workers) in flight",
+            "measured on this machine (\(ProcessInfo.processInfo.activeProcessorCount) cores); \(r.engine)",
             "N unpaced 640x480 NV12 replays of the samples on one engine (equal weights); \(rounds) alternating rounds of \(seconds) s, medians",
             "ratio: aggregate FPS over \(base) source\(base == 1 ? "" : "s")'s (target >= \(SourcesBenchResult.fpsTarget)); " +
                 "paired: median of the same ratio within each round",
