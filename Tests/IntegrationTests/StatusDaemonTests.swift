@@ -3,6 +3,7 @@ import CamclassTools
 import Client
 import WireFormat
 import CamclassDaemon
+import Capture
 import Foundation
 import Glibc
 import Logging
