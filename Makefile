@@ -7,7 +7,7 @@
 # make test      the whole test suite (unit, integration, BPU stand-in, V4L2 VM)
 # make check     the fast path: unit tests only (no environment, no sudo, no VM; seconds after a build)
 # make test-camera  the V4L2 camera test alone: camclassd against the vivid driver in a qemu VM
-# make bench     benchmarks that print figures (15-model table, camclassd vs a Python loop, eval)
+# make bench     benchmarks that print figures (15-model table, 1/2/4 sources on one engine, camclassd vs a Python loop, eval)
 # make bench-convert  camera frame conversion + scaling per frame (NV12/YUYV/MJPEG): libyuv vs naive loops
 # make bench-bpu the BPU backend on the stand-in libdnn.so: FPS vs its theoretical maximum
 # make bench-fanout  what subscribers cost: FPS with 1, 8 and 64 subscribers, JSON bytes and CPU per record
@@ -207,12 +207,16 @@ deb-package:
 	  BIN_DIR=$(BIN_DIR) NO_BUILD=1
 	packaging/build-deb.sh $(DEB_OUT)/root $(DEB_OUT)
 
-# Acceptance figures: Lite0's row (raw engine vs daemon, stage split), the 15-model table when
-# $(SEED_MODELS) holds the exports, camclassd vs the Python peer on the same frames, and eval.
+# Acceptance figures: Lite0's row (raw engine vs daemon, stage split), Lite0 with 1, 2 and 4
+# unpaced replay sources on one engine (aggregate FPS vs one source, min/max per-source share), the
+# 15-model table when $(SEED_MODELS) holds the exports, camclassd vs the Python peer on the same
+# frames, and eval.
 bench: deps models build bench-deps eval-photos
 	@mkdir -p $(BENCH_OUT)
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) \
 	  --json $(BENCH_OUT)/lite0.json --markdown $(BENCH_OUT)/lite0.md
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) --sources 1,2,4 --rounds 5 \
+	  --json $(BENCH_OUT)/sources.json --markdown $(BENCH_OUT)/sources.md
 	@if ls $(SEED_MODELS)/*.model.yaml >/dev/null 2>&1; then \
 	  CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --all --models-dir $(SEED_MODELS) --rounds 2 --seconds 2 \
 	    --json $(BENCH_OUT)/seed-models.json --markdown $(BENCH_OUT)/seed-models.md; \

@@ -37,9 +37,19 @@ struct Bench: ParsableCommand {
     var json: String?
     @Option(name: .long, help: "Write the table as markdown to FILE.")
     var markdown: String?
+    @Option(name: .long, help: ArgumentHelp(
+        "Several sources on one engine instead of the model row: aggregate FPS and per-source share with each listed number of unpaced replays of the samples (e.g. 1,2,4), in alternating rounds.",
+        valueName: "N,N,..."))
+    var sources: String?
 
     func run() throws {
         let config = try engine.config(model: modelOption.model)
+        if let sources {
+            guard !all else { throw ValidationError("--sources measures one model: drop --all (or --sources)") }
+            let counts: [Int]
+            do { counts = try SourcesBenchmark.parseCounts(sources) } catch { throw ValidationError(error.description) }
+            return try runSources(config: config, counts: counts)
+        }
         let model = modelOption.model
         var options = ModelBenchmark.Options()
         options.maxInFlight = inFlight
@@ -129,5 +139,70 @@ struct Bench: ParsableCommand {
         // BPU: the last line is one JSON object (fps, theoretical_fps, ratio, …) for make bench-bpu.
         if let bpuSummary { Console.out(bpuSummary + "\n") }
         if rows.contains(where: { $0.error != nil }) { throw ExitCode(ExitStatus.failure) }
+    }
+}
+
+extension Bench {
+    /// `--sources N,N,...`: N replays on one engine per count, alternating rounds; the table, the
+    /// targets and (BPU stand-in) the theoretical maximum.
+    func runSources(config: DaemonConfig, counts: [Int]) throws {
+        var options = SourcesBenchmark.Options()
+        options.counts = counts
+        options.rounds = rounds
+        options.secondsPerRun = seconds
+        options.samplesDir = samples
+        let logger = Logger(label: "camclass", factory: { _ in SwiftLogNoOpLogHandler() })
+        let bpuReport = config.inference.backend == .bpu ? BPUBenchReport(config: config, catalogue: nil) : nil
+        let r: SourcesBenchResult
+        do {
+            r = try SourcesBenchmark(config: config, options: options, logger: logger).run { Console.out($0 + "\n") }
+        } catch {
+            Console.err("camclass bench --sources: \(error)\n")
+            throw ExitCode(ExitStatus.failure)
+        }
+        let base = r.baseline?.sources ?? 1
+        Console.out("engine: \(r.engine)\n")
+        for row in r.rows {
+            Console.out(String(format: "%d source%@: aggregate %.1f FPS (median of %d), ratio to %d source%@ %.3f (paired %.3f; target >= %.2f), " +
+                               "per-source share min/max %.3f (worst round %.3f; target >= %.2f), dropped %d\n",
+                               row.sources, row.sources == 1 ? "" : "s", row.fpsMedian, row.fps.count, base, base == 1 ? "" : "s",
+                               r.ratio(row), r.pairedRatio(row), SourcesBenchResult.fpsTarget, row.shareMedian, row.shareWorst,
+                               SourcesBenchResult.shareTarget, row.dropped))
+        }
+        if let bpuReport {
+            Console.out("theoretical max FPS: \(bpuReport.theoreticalText)\n")
+            if let t = bpuReport.theoreticalFPS {
+                for row in r.rows {
+                    Console.out(String(format: "%d source%@: %.1f%% of theoretical\n", row.sources, row.sources == 1 ? "" : "s",
+                                       100 * row.fpsMedian / t))
+                }
+            }
+        }
+        let table = r.markdown() + "\n" + [
+            "measured on this machine (\(ProcessInfo.processInfo.activeProcessorCount) cores); \(r.engine)",
+            "N unpaced 640x480 NV12 replays of the samples on one engine (equal weights); \(rounds) alternating rounds of \(seconds) s, medians",
+            "ratio: aggregate FPS over \(base) source\(base == 1 ? "" : "s")'s (target >= \(SourcesBenchResult.fpsTarget)); " +
+                "paired: median of the same ratio within each round",
+            "share: fewest over most records published per source in the window (target >= \(SourcesBenchResult.shareTarget)); " +
+                "worst round: its lowest round",
+        ].map { "- " + $0 }.joined(separator: "\n") + "\n"
+        Console.out("\n" + table)
+        if let markdown {
+            do { try table.write(toFile: markdown, atomically: true, encoding: .utf8) } catch {
+                throw ValidationError("cannot write --markdown \(markdown): \(error.localizedDescription)")
+            }
+        }
+        if let json {
+            let meta = ["cores": "\(ProcessInfo.processInfo.activeProcessorCount)", "rounds": "\(rounds)", "seconds": "\(seconds)",
+                        "model": modelOption.model]
+            let data = try r.json(meta: meta)
+            if json == "-" {
+                Console.out(String(decoding: data, as: UTF8.self) + "\n")
+            } else {
+                do { try data.write(to: URL(fileURLWithPath: json)) } catch {
+                    throw ValidationError("cannot write --json \(json): \(error.localizedDescription)")
+                }
+            }
+        }
     }
 }
