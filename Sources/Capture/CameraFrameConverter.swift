@@ -1,19 +1,8 @@
 import ImageOps
 
-/// Why a camera frame was dropped instead of delivered (each is counted by the camera).
-public enum FrameDropReason: Error, Equatable, CustomStringConvertible {
-    /// Fewer bytes than the negotiated format needs (a short or truncated raw frame).
-    case truncated(got: Int, need: Int)
-    /// The MJPEG frame did not decode (corrupt, truncated, another size).
-    case corrupt(String)
-
-    public var description: String {
-        switch self {
-        case .truncated(let got, let need): return "short frame: \(got) bytes, \(need) needed"
-        case .corrupt(let why): return why
-        }
-    }
-}
+/// Why a camera frame was dropped instead of delivered (each is counted): the same reasons a
+/// worker's conversion gives.
+public typealias FrameDropReason = FrameConversionError
 
 /// Describes one driver buffer of the negotiated format as a `FramePayload` for the workers
 /// (`payload`, what the camera does), or converts it into NV12 in a buffer of its own (`convert`:
@@ -36,10 +25,8 @@ public final class CameraFrameConverter {
     /// Where the UV plane of a single-planar NV12 buffer starts.
     let uvOffset: Int
     private let jpeg: JPEGDecoder?
-    /// JFIF (MJPEG) is full-range YCbCr; the pipeline's NV12 is limited range (what NV12/YUYV
-    /// cameras deliver and what the engine's NV12 conversion assumes): compress MJPEG frames.
-    private let rangeY: UnsafeMutablePointer<UInt8>
-    private let rangeUV: UnsafeMutablePointer<UInt8>
+    /// JFIF (MJPEG) is full-range YCbCr; the pipeline's NV12 is limited range: compress MJPEG frames.
+    private let range = FullToLimitedRange()
 
     public init(format: CameraPixelFormat, width: Int, height: Int, bytesPerLine: Int, sizeImage: Int) {
         self.format = format
@@ -61,17 +48,6 @@ public final class CameraFrameConverter {
         }
         uvOffset = self.bytesPerLine * yRows
         jpeg = format == .mjpeg ? JPEGDecoder(maxWidth: max(2, width), maxHeight: max(2, height)) : nil
-        rangeY = .allocate(capacity: 256)
-        rangeUV = .allocate(capacity: 256)
-        for v in 0..<256 {
-            rangeY[v] = UInt8(16 + (v * 219 + 127) / 255)
-            rangeUV[v] = UInt8(clamping: 128 + ((v - 128) * 224 + (v >= 128 ? 127 : -127)) / 255)
-        }
-    }
-
-    deinit {
-        rangeY.deallocate()
-        rangeUV.deallocate()
     }
 
     /// Bytes a raw frame must have; 0 for MJPEG (any size, the decoder judges).
@@ -124,20 +100,7 @@ public final class CameraFrameConverter {
             do { try jpeg!.decode(bytes, into: dst) } catch {
                 throw .corrupt("\(error)")
             }
-            compressRange(dst)
-        }
-    }
-
-    /// Full-range → limited-range through two 256-entry tables (≈0.16 ms for 640x480 here).
-    private func compressRange(_ v: NV12MutableView) {
-        let w = v.layout.width, h = v.layout.height
-        for row in 0..<h {
-            let p = v.y + row * v.layout.strideY
-            for x in 0..<w { p[x] = rangeY[Int(p[x])] }
-        }
-        for row in 0..<h / 2 {
-            let p = v.uv + row * v.layout.strideUV
-            for x in 0..<w { p[x] = rangeUV[Int(p[x])] }
+            range.apply(dst)
         }
     }
 }

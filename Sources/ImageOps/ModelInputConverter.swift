@@ -43,9 +43,8 @@ public final class ModelInputConverter {
     /// MJPEG: U and V scaled to the input's chroma size, before they are interleaved into it.
     private let chromaU: UnsafeMutablePointer<UInt8>
     private let chromaV: UnsafeMutablePointer<UInt8>
-    /// JFIF full range → BT.601 limited range (Y 0…255 → 16…235, Cb/Cr → 16…240 around 128).
-    private let rangeY: UnsafeMutablePointer<UInt8>
-    private let rangeC: UnsafeMutablePointer<UInt8>
+    /// JFIF full range → BT.601 limited range, applied to the input only.
+    private let range = FullToLimitedRange()
 
     /// - Parameters:
     ///   - maxWidth, maxHeight: the largest frame this converter will be given (the negotiated
@@ -64,19 +63,11 @@ public final class ModelInputConverter {
         let chroma = (inputWidth / 2) * (inputHeight / 2)
         chromaU = .allocate(capacity: chroma)
         chromaV = .allocate(capacity: chroma)
-        rangeY = .allocate(capacity: 256)
-        rangeC = .allocate(capacity: 256)
-        for v in 0..<256 {
-            rangeY[v] = UInt8(16 + (v * 219 + 127) / 255)
-            rangeC[v] = UInt8(clamping: 128 + ((v - 128) * 224 + (v >= 128 ? 127 : -127)) / 255)
-        }
     }
 
     deinit {
         chromaU.deallocate()
         chromaV.deallocate()
-        rangeY.deallocate()
-        rangeC.deallocate()
     }
 
     /// The DCT scaling libjpeg-turbo decodes a `width` x `height` JPEG with, as the denominator
@@ -181,19 +172,6 @@ public final class ModelInputConverter {
                        chromaV, Int32(cw), Int32(cw), Int32(ch), kFilterBilinear)
             MergeUVPlane(chromaU, Int32(cw), chromaV, Int32(cw), input.uv, Int32(input.layout.strideUV), Int32(cw), Int32(ch))
         }
-        compressRange(input)
-    }
-
-    /// Full-range → limited range through the two tables, on the input only (iw x ih x 1.5 bytes).
-    private func compressRange(_ v: NV12MutableView) {
-        let w = v.layout.width, h = v.layout.height
-        for row in 0..<h {
-            let p = v.y + row * v.layout.strideY
-            for x in 0..<w { p[x] = rangeY[Int(p[x])] }
-        }
-        for row in 0..<h / 2 {
-            let p = v.uv + row * v.layout.strideUV
-            for x in 0..<w { p[x] = rangeC[Int(p[x])] }
-        }
+        range.apply(input)  // full → limited range on the input only (iw x ih x 1.5 bytes)
     }
 }
