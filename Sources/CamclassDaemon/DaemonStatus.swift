@@ -71,11 +71,7 @@ extension Daemon {
         r.queueCapacity = pipeline.options.queueCapacity * max(1, g.sources.count)
         r.captured = c.captured
         r.published = c.published
-        r.drops.queueFull = c.droppedQueueFull
-        r.drops.poolExhausted = c.droppedPoolExhausted
-        r.drops.driverGap = c.droppedSource
-        r.drops.inferenceError = c.inferenceErrors
-        r.drops.corruptFrame = c.droppedCorrupt
+        r.drops = StatusReport.Drops(c)
         r.drops.subscriberOverflow = socket.droppedTotal
         for h in g.sources {
             guard let lane = pipeline.lane(named: h.name) else { continue }
@@ -88,11 +84,7 @@ extension Daemon {
             s.latency = ls.stages
             s.captured = lc.captured
             s.published = lc.published
-            s.drops.queueFull = lc.droppedQueueFull
-            s.drops.poolExhausted = lc.droppedPoolExhausted
-            s.drops.driverGap = lc.droppedSource
-            s.drops.inferenceError = lc.inferenceErrors
-            s.drops.corruptFrame = lc.droppedCorrupt
+            s.drops = StatusReport.Drops(lc)
             s.queueDepth = lc.queueDepth
             s.queueCapacity = lane.queueCapacity
             s.stableLabel = lane.stableLabelName
@@ -134,6 +126,18 @@ extension Daemon {
         r.log.failing = l.failing
         r.log.lastError = l.lastError
         return r
+    }
+}
+
+extension StatusReport.Drops {
+    /// The pipeline's drop counters by cause (subscriber overflow is the socket's, set apart).
+    init(_ c: PipelineCounters) {
+        self.init()
+        queueFull = c.droppedQueueFull
+        poolExhausted = c.droppedPoolExhausted
+        driverGap = c.droppedSource
+        inferenceError = c.inferenceErrors
+        corruptFrame = c.droppedCorrupt
     }
 }
 
