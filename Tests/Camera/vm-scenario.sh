@@ -67,7 +67,9 @@ camera:
   formats: [$3]
   buffers: 4
   backoff_max_ms: 1000
-  stall_timeout_ms: 1000
+  # 2 s: a stall is > 2 s without frames, a restart > 8 s (the stall step below needs the gap
+  # between two v4l2-ctl calls, each 1-3 s under TCG on a busy host, to fall between the two).
+  stall_timeout_ms: 2000
 # One inference at a time and a short queue: under TCG an inference takes seconds, and stopping
 # drains what is in flight within the daemon's 10 s shutdown bound.
 inference:
@@ -156,10 +158,10 @@ mark drops_off
 mark errflag
 for _ in 1 2 3; do ctl inject_v4l2_buf_flag_error=1; sleep 0.5; done
 
-# No frames at all for longer than stall_timeout_ms (1 s), shorter than the 4 s restart.
+# No frames at all for longer than stall_timeout_ms (2 s), shorter than the 8 s restart.
 mark stall_on
 ctl percentage_of_dropped_buffers=100
-sleep 2.5
+sleep 3
 ctl percentage_of_dropped_buffers=0
 mark stall_off
 await "classification after the stall" 90 --after-line "$(lines)" --since "$MARK_WALL" --classified 1
