@@ -265,8 +265,8 @@ def meta(line, key):
 
 if "unplug" in mk and "replug" in mk:
     # The queue (capacity 2) holds frames, each a leased driver buffer, while the worker spends
-    # seconds on one inference: the unbind finds them out. The device must stay open until they are
-    # back (then closed, logged), and the camera recover after the replug.
+    # seconds on one inference: the unbind finds them out. The device stays open until they are
+    # back (logged), and the camera must recover after the replug.
     lost_line = next(iter(log_lines(alog, "camera lost", mk["unplug"]["wall"], mk["replug"]["wall"])), None)
     leased = meta(lost_line, "camera.leased")
     back = next(iter(log_lines(alog, "camera buffers returned after loss", log_wall(lost_line) if lost_line else 1e18)), None)
@@ -277,8 +277,8 @@ if "unplug" in mk and "replug" in mk:
     ok = (leased is not None and int(leased) >= 1 and waited is not None and back is not None
           and log_wall(back) < mk["replug"]["wall"] and up is not None and len(after) >= 1
           and all(mk[s]["alive"] for s in ("unplug_applied", "replug", "renumber") if s in mk))
-    check("A: unplug (unbind) with buffers leased to queued frames: lost says camera.leased ≥ 1, the device "
-          "closes once they are back (before the replug), the camera recovers after the replug",
+    check("A: unplug (unbind) with buffers leased to queued frames: lost says camera.leased ≥ 1, their return is "
+          "logged (before the replug), the camera recovers after the replug",
           ok, f"camera.leased={leased}, buffers returned after {waited} ms, streaming again "
               f"{'yes' if up else 'no'}, {len(after)} classified since")
     figures.append(f"A unplug: {leased} buffers leased at the loss; all back {waited} ms after it")
