@@ -313,6 +313,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
     /// Stops streaming and lets go of the device (unmapped and closed once the frames still leased
     /// are back), then reports the loss. The next `nextFrame` re-opens with backoff.
     private func markLost(_ reason: String) {
+        // Frames still in the pipeline keep the old device open until they are back (logged then).
+        let leased = stream?.leased ?? 0
         retire()
         device = nil
         intake.converter = nil
@@ -325,7 +327,8 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
         lostFlag.store(true, ordering: .relaxed)
         activity.store(now, ordering: .relaxed)
         counters.losses.add(1, ordering: .relaxed)
-        logger.warning("camera lost", metadata: ["camera.path": "\(options.path)", "camera.reason": "\(reason)"])
+        logger.warning("camera lost", metadata: ["camera.path": "\(options.path)", "camera.reason": "\(reason)",
+                                                 "camera.leased": "\(leased)"])
         emit(CameraStateChange(state: .lost, source: options.path, reason: reason, format: nil, downtimeNs: nil,
                          monotonicNs: now, realtimeNs: Clock.realtimeNs()))
     }
@@ -383,6 +386,10 @@ public final class V4L2Camera: FrameSource, @unchecked Sendable {
             throw .system(path: options.path, call: "re-open (frames of the previous stream still in flight: \(old.leased))", errno: EBUSY)
         }
         retiredStream.withLock { $0 = nil }  // the last reference: the old device closes here
+        if let lostAt = lostAtNs {
+            logger.info("camera buffers returned after loss", metadata: [
+                "camera.path": "\(options.path)", "camera.waited_ms": "\((Clock.monotonicNs() &- lostAt) / 1_000_000)"])
+        }
     }
 
     /// Waits `ms` on the wake-up fd; true when stop was requested meanwhile.

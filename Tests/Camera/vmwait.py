@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Waits (inside the vivid VM) for records in a camclassd rolling log (JSON Lines).
 
-Usage: vmwait.py LOG --after-line L [--event lost|streaming] [--classified N] [--since WALL]
-                 [--timeout S]
+Usage: vmwait.py LOG --after-line L [--source NAME] [--event lost|streaming] [--classified N]
+                 [--since WALL] [--timeout S]
 
 Looks only at lines after line L. With --event, first waits for a camera record in that state.
 With --classified, then waits for N classification records *captured* after that event (or after
 WALL, seconds since the epoch): records of frames captured before a fault can still be published
-after it, and do not show that classification resumed. Exit 0 when seen, 1 on timeout.
+after it, and do not show that classification resumed. With --source, only that source's records
+count (camera and classification). Exit 0 when seen, 1 on timeout.
 """
 import json
 import sys
@@ -23,6 +24,7 @@ log = sys.argv[1]
 after = arg("--after-line", 0, int)
 event = arg("--event")
 need = arg("--classified", 0, int)
+source = arg("--source")
 since = arg("--since", None, float)
 deadline = time.time() + arg("--timeout", 60, float)
 
@@ -40,9 +42,11 @@ while True:
     recs = []
     for line in lines:
         try:
-            recs.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
-            pass  # a line still being written
+            continue  # a line still being written
+        if source is None or rec.get("source") == source:
+            recs.append(rec)
     t0 = since
     ok = True
     if event:
