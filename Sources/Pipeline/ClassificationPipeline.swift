@@ -406,11 +406,11 @@ public final class ClassificationPipeline: @unchecked Sendable {
         }
         let logits = engine.info.outputsLogits
         while true {
-            guard let (lane, handle) = scheduler.pop() else { break }
+            var picked: SourceLane?
+            guard let frame = scheduler.pop(lane: &picked), let lane = picked else { break }
             if scratchGeneration.load(ordering: .acquiring) != generation {
                 (converter, generation) = makeConverter()  // a larger source was added (not per frame)
             }
-            let frame = handle.adopt()
             let info = frame.info
             let ticket = info.ticket
             let t0 = Clock.monotonicNs()

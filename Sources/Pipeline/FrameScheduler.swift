@@ -117,9 +117,18 @@ public final class FrameScheduler: @unchecked Sendable {
         return accepted
     }
 
-    /// Blocks until a frame is available on some lane (returns it with `info.ticket` set, and its
-    /// lane), or every lane is closed and drained and nothing holds the scheduler open (nil).
-    func pop() -> (lane: SourceLane, frame: FrameHandle)? {
+    /// Blocks until a frame is available on some lane (returns its lease, `info.ticket` set, and
+    /// sets `lane`), or every lane is closed and drained and nothing holds the scheduler open (nil).
+    /// The lease is the only reference the caller gets to the frame's owner, so ending it lets a
+    /// retired camera close at once.
+    func pop(lane: inout SourceLane?) -> FrameLease? {
+        guard let (l, handle) = popHandle() else { return nil }
+        lane = l
+        return handle.adopt()
+    }
+
+    /// `pop` as a detached handle (tests inspect it without ending the lease).
+    func popHandle() -> (lane: SourceLane, frame: FrameHandle)? {
         var picked: (SourceLane, FrameHandle)?
         var wasFull = false
         cond.wait(until: {

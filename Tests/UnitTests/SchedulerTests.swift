@@ -33,15 +33,15 @@ import WireFormat
         #expect(s.counters(a).droppedOldest == 3)
         #expect(s.counters(a).depth == 2)
         #expect(pool.available == 6, "dropped frames end their leases")
-        let first = try #require(s.pop())
-        let second = try #require(s.pop())
+        let first = try #require(s.popHandle())
+        let second = try #require(s.popHandle())
         #expect(first.frame.info.seq == 3 && first.frame.info.ticket == 0)
         #expect(second.frame.info.seq == 4 && second.frame.info.ticket == 1)
         _ = first.frame.adopt()
         _ = second.frame.adopt()
         #expect(pool.available == 8)
         s.close(a)
-        #expect(s.pop() == nil, "closed and drained: the end")
+        #expect(s.popHandle() == nil, "closed and drained: the end")
         #expect(s.push(Self.frame(seq: 9, pool: pool), lane: a) == false, "a closed lane refuses and releases")
         #expect(pool.available == 8)
     }
@@ -55,7 +55,7 @@ import WireFormat
         let pushed = AtomicFlag()
         let t = DedicatedThread(name: "producer") { s.push(Self.frame(seq: 1, pool: pool), lane: a); pushed.set() }
         #expect(!waitUntil(timeoutMs: 200) { pushed.isSet }, "a full ring makes the producer wait")
-        #expect(s.pop()?.frame.info.seq == 0)
+        #expect(s.popHandle()?.frame.info.seq == 0)
         #expect(waitUntil(timeoutMs: 5000) { pushed.isSet })
         t.join()
         #expect(s.counters(a).droppedOldest == 0)
@@ -72,7 +72,7 @@ import WireFormat
         let rounds = 60 * weights.reduce(0, +)
         for _ in 0..<rounds {
             for l in lanes where s.counters(l).depth < 4 { s.push(Self.frame(seq: 0, pool: pool), lane: l) }
-            let next = try #require(s.pop())
+            let next = try #require(s.popHandle())
             taken[lanes.firstIndex { $0 === next.lane }!] += 1
             _ = next.frame.adopt()
             s.finished(lane: next.lane)
@@ -89,7 +89,7 @@ import WireFormat
         s.add(slow)
         for i in 0..<4 { s.push(Self.frame(seq: UInt64(i), pool: pool), lane: fast) }
         s.push(Self.frame(seq: 0, pool: pool), lane: slow)
-        let picks = (0..<2).compactMap { _ in s.pop() }
+        let picks = (0..<2).compactMap { _ in s.popHandle() }
         #expect(picks.contains { $0.lane === slow }, "the slow lane's frame is among the first two taken")
         for p in picks { _ = p.frame.adopt() }
     }
@@ -102,7 +102,7 @@ import WireFormat
         s.close(a)
         s.remove(a)
         let ended = AtomicFlag()
-        let t = DedicatedThread(name: "worker") { _ = s.pop(); ended.set() }
+        let t = DedicatedThread(name: "worker") { _ = s.popHandle(); ended.set() }
         #expect(!waitUntil(timeoutMs: 200) { ended.isSet }, "held: no source is not the end")
         s.release()
         #expect(waitUntil(timeoutMs: 5000) { ended.isSet })
