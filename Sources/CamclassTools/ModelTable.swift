@@ -101,7 +101,7 @@ public enum ModelTable {
 
     public static let markdownHeader =
         "| model | params M (seed) | latency p50 / p99 ms | FPS with 1…N in flight | raw engine FPS | daemon FPS | daemon / raw " +
-        "| convert / scale / infer / post / publish ms | expected on RDK X5 (1-thread ms, 4-thread FPS) |"
+        "| capture / convert / infer / post / publish ms | expected on RDK X5 (1-thread ms, 4-thread FPS) |"
 
     public static func markdownRow(_ r: ModelTableRow) -> String {
         if let error = r.error {
