@@ -772,14 +772,21 @@ static void put_score(const sd_model *m, uint8_t *out, long i, double v, int poi
     }
 }
 
-/* The deterministic function (see the top of the file). */
+/* The deterministic function (see the top of the file). Vectorised where the compiler can (GCC at
+ * -O2 does not vectorise this reduction): the double's cost is CPU time in the process that
+ * `camclass bench-cpu` measures, and it should be close to none, as a real BPU's is. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("O3")))
+#endif
 static void run_model(const sd_model *m, const uint8_t *in, long Wa, uint8_t *out) {
     long H = m->cfg.height, W = m->cfg.width;
     long C = m->cfg.classes, Ca = m->out_props.alignedShape.dimensionSize[m->out_props.quantizeAxis];
     uint64_t sum = 0;
     for (long r = 0; r < H; r++) {
         const uint8_t *row = in + r * Wa;
-        for (long c = 0; c < W; c++) sum += row[c];
+        uint32_t rs = 0; /* W <= 8192: a row's sum fits; 32-bit lanes vectorise well */
+        for (long c = 0; c < W; c++) rs += row[c];
+        sum += rs;
     }
     double mean = (double)sum / (double)(H * W);
     long cls = (long)(mean * (double)C / 256.0);
@@ -811,6 +818,9 @@ static int ts_before(const struct timespec *a, const struct timespec *b) {
 static void *worker_main(void *arg) {
     sd_model *m = arg;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* sharper sleeps */
+    /* Named as what it is: measurements of the host process (bench-cpu, per-thread CPU) tell the
+     * double's own threads from the daemon's (they would inherit the creating thread's name). */
+    prctl(PR_SET_NAME, (unsigned long)"standin-bpu", 0, 0, 0);
     struct timespec core_free = { 0, 0 };
     lock();
     for (;;) {
