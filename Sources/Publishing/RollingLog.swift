@@ -34,7 +34,7 @@ public struct RollingLogOptions: ConfigSection {
     public var rotateDaily = false
     /// Rotated files kept: `path.1` (newest) … `path.N`.
     public var keep = 5
-    /// Records buffered between the result thread and the writer thread.
+    /// Records buffered between the publishing worker and the writer thread.
     public var bufferBytes = 4 * 1024 * 1024
     /// Compress rotated files to `path.N.gz`.
     public var gzip = false
@@ -118,7 +118,7 @@ public enum RollingLogError: Error, CustomStringConvertible {
 /// daemon keeps classifying and publishing: the writer keeps what it could not write and retries,
 /// the buffer absorbs what arrives meanwhile, and whatever does not fit is counted as lost and
 /// marked in the file with a `log_gap` record when writing resumes.
-/// Thread context: `publish` from the result thread (any thread is safe); `start`/`stop` from the owner.
+/// Thread context: `publish` from the publishing worker (any thread is safe); `start`/`stop` from the owner.
 public final class RollingLog: RecordSink, @unchecked Sendable {
     public let options: RollingLogOptions
     private let logger: Logger
@@ -358,26 +358,35 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
         return pendingEnd > 0 || stopping
     }
 
-    /// While records come, the writer takes what is buffered this often: records are written in
-    /// batches without the result thread waking the writer (a futex call, often a context switch)
-    /// for each.
-    private static let batchNs: UInt64 = 25_000_000
-    /// After this many batch periods without a record the writer goes idle: it waits with no
-    /// timeout (only for a pending fsync) until the next record signals it. Two, not one, so that a
-    /// steady rate slower than one record per period (30 FPS: 33 ms) keeps the timer instead of
-    /// costing a signal and an empty wake-up per record.
-    private static let idleAfterEmptyBatches = 2
+    /// While records come faster than one a period, the writer takes what is buffered this often:
+    /// records are written in batches without the publishing thread waking the writer (a futex
+    /// call, often a context switch) for each. At 30 FPS: 10 wake-ups and writes a second instead
+    /// of 30; a `tail -F` sees a line at most this late.
+    static let batchNs: UInt64 = 100_000_000
     private var wakeThreshold: Int { options.bufferBytes / 4 }
 
+    /// How the writer waits next, from when it last took records (`previousNs`, `lastNs`; 0 =
+    /// never) and whether its last wait brought any. Records that came less than a period apart
+    /// keep the batch timer; after a period without one (or when they come slower than a period)
+    /// it goes idle: no timeout, and the next record signals it and is written at once. So a
+    /// record costs the writer one wake-up at low rates, and at high rates a wake-up a period.
+    static func waitsIdle(previousNs: UInt64, lastNs: UInt64, lastWaitBroughtRecords: Bool) -> Bool {
+        guard lastWaitBroughtRecords, previousNs > 0 else { return true }
+        return lastNs &- previousNs >= batchNs
+    }
+
     private func writeLoop() {
-        var emptyBatches = 0
+        var previousTakeNs: UInt64 = 0
+        var lastTakeNs: UInt64 = 0
+        var lastWaitBroughtRecords = false
         while true {
             var stop = false
             if pendingStart == pendingEnd {
                 // Take everything buffered (whole records) into the writer's scratch, then write unlocked.
                 pendingStart = 0
                 pendingEnd = 0
-                let idle = emptyBatches >= Self.idleAfterEmptyBatches
+                let idle = Self.waitsIdle(previousNs: previousTakeNs, lastNs: lastTakeNs,
+                                          lastWaitBroughtRecords: lastWaitBroughtRecords)
                 // Non-escaping closures only: a stored closure capturing `stop` would allocate
                 // a context on every pass (this thread is part of the per-frame publish path).
                 var timeout: UInt64? = idle ? nil : Self.batchNs
@@ -398,7 +407,11 @@ public final class RollingLog: RecordSink, @unchecked Sendable {
                     ready = true
                 }
                 if !ready && fsyncDue { syncFile() }
-                emptyBatches = ready ? 0 : emptyBatches + 1
+                lastWaitBroughtRecords = pendingEnd > 0
+                if lastWaitBroughtRecords {
+                    previousTakeNs = lastTakeNs
+                    lastTakeNs = Clock.monotonicNs()
+                }
             } else {
                 // The last write failed: wait, then retry what is pending.
                 _ = wake.wait(timeoutNs: UInt64(options.retryMs) * 1_000_000, until: { state.withLock { $0.stopping } })

@@ -8,7 +8,7 @@ import Foundation
 import ImageOps
 import Inference
 import Pipeline
-import Publishing
+@testable import Publishing
 import Testing
 
 @Suite struct UnitPostprocessTests {
@@ -188,5 +188,26 @@ final class AtomicFlagBox: @unchecked Sendable {
     @Test func emptyFileAndEmptySectionKeepDefaults() throws {
         #expect(try DaemonConfig.parse(yaml: "", file: "e.yaml").pipeline.queueCapacity == 2)
         #expect(try DaemonConfig.parse(yaml: "log:\n", file: "e.yaml").log.keep == 5)
+    }
+}
+
+/// The log writer's choice between its batch timer and an untimed (idle) wait: records a second
+/// apart each cost one wake-up and are written at once; records 33 ms apart are taken on the timer.
+@Suite struct RollingLogBatchingTests {
+    private let period = RollingLog.batchNs
+
+    @Test func theFirstRecordAndSlowRecordsLeaveTheWriterIdle() {
+        #expect(RollingLog.waitsIdle(previousNs: 0, lastNs: 5_000_000_000, lastWaitBroughtRecords: true))
+        #expect(RollingLog.waitsIdle(previousNs: 5_000_000_000, lastNs: 6_000_000_000, lastWaitBroughtRecords: true))
+        #expect(RollingLog.waitsIdle(previousNs: 5_000_000_000, lastNs: 5_000_000_000 + period, lastWaitBroughtRecords: true))
+    }
+
+    @Test func recordsLessThanAPeriodApartKeepTheTimer() {
+        #expect(!RollingLog.waitsIdle(previousNs: 5_000_000_000, lastNs: 5_033_000_000, lastWaitBroughtRecords: true))
+        #expect(!RollingLog.waitsIdle(previousNs: 5_000_000_000, lastNs: 5_000_000_000 + period - 1, lastWaitBroughtRecords: true))
+    }
+
+    @Test func aPeriodWithoutRecordsEndsTheTimer() {
+        #expect(RollingLog.waitsIdle(previousNs: 5_000_000_000, lastNs: 5_033_000_000, lastWaitBroughtRecords: false))
     }
 }
