@@ -124,7 +124,7 @@ func runBlocking(_ body: @escaping @Sendable () -> Void) async {
 /// Builds the daemon from `config`: loads the model and labels, the engine, the source, and wires
 /// the pipeline to the socket and the rolling log. Nothing is started.
 /// - Parameters:
-///   - onResult: optional observer on the result thread (the `--print` console output).
+///   - onResult: optional observer on the publishing worker (the `--print` console output).
 ///   - reloadConfig: how SIGHUP re-reads the configuration (`main` re-reads the file and re-applies
 ///     the flags); nil = reloads are refused.
 /// - Throws: `DaemonError` with a message that says exactly what is missing and an exit code.

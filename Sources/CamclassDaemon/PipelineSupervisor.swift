@@ -255,7 +255,7 @@ public final class PipelineSupervisor: @unchecked Sendable {
 
     /// Runs `body` once when the current pipeline ends on its own (frame limit, end of the
     /// replays, failure), not because a reload is replacing it: at once when it already has.
-    /// `body` runs on the pipeline's result thread or the reload thread and must not block.
+    /// `body` runs on the pipeline's publishing worker or the reload thread and must not block.
     func whenEndedOnItsOwn(_ body: @escaping @Sendable () -> Void) {
         let already = ended.withLock { e -> Bool in
             if e.fired { return true }

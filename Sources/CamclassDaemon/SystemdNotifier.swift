@@ -108,7 +108,7 @@ public final class SystemdNotifier: Sendable {
 /// and records keep the watchdog fed. Nothing else pings the watchdog, so a pipeline that stops
 /// publishing — a hung camera, a wedged accelerator, a deadlocked stage — stops the pings and
 /// systemd restarts the service after `WatchdogSec=`.
-/// Thread context: `publish` on the pipeline's result thread (cheap: two atomics and, a few times
+/// Thread context: `publish` on the pipeline's publishing worker (cheap: two atomics and, a few times
 /// per watchdog interval, one non-blocking datagram); `armReady` from any thread.
 public final class ProgressNotifier: RecordSink, Sendable {
     public let notifier: SystemdNotifier
@@ -136,7 +136,7 @@ public final class ProgressNotifier: RecordSink, Sendable {
         armed.store(true, ordering: .releasing)
     }
 
-    /// Runs `body` (on the result thread; must not block) each time a record sends the armed
+    /// Runs `body` (on the publishing worker; must not block) each time a record sends the armed
     /// READY=1, so that a waiter for it blocks instead of polling `readyMonotonicNs`.
     public func whenReady(_ body: @escaping @Sendable () -> Void) {
         readyObserver.withLock { $0 = body }

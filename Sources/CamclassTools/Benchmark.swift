@@ -150,7 +150,7 @@ public struct PipelineBenchmark: SetUpBenchmark {
         var stages: [String: Double] = [:]
     }
 
-    /// The daemon's path: unpaced replay → queue → workers → result thread → socket (one
+    /// The daemon's path: unpaced replay → queue → workers (in order) → socket (one
     /// subscriber reading) + rolling log in a temporary directory.
     func pipelineRun(engine: any InferenceEngine, labels: LabelSet, model: ModelDescriptor,
                      frames: [NV12Buffer], fps: Double) throws -> PipelineRun {
@@ -197,7 +197,7 @@ public struct PipelineBenchmark: SetUpBenchmark {
     }
 }
 
-/// Per-record latencies collected on the result thread into preallocated storage.
+/// Per-record latencies collected on the publishing worker into preallocated storage.
 final class LatencySamples: @unchecked Sendable {
     private let lock = Mutex(0)
     private var added: [Double]

@@ -12,7 +12,7 @@ import Support
 import Synchronization
 
 /// `camclass bench-fanout`: what subscribers cost. The daemon's path (unpaced 640x480 replay →
-/// real engine → result thread → socket + rolling log) with 1, 8 and 64 subscribers reading, in
+/// real engine → workers, which publish in order → socket + rolling log) with 1, 8 and 64 subscribers reading, in
 /// alternating rounds of one run (this machine is shared and noisy), plus the JSON encoder's bytes
 /// and CPU time per record.
 public struct FanoutBenchmark: SetUpBenchmark {
@@ -29,13 +29,13 @@ public struct FanoutBenchmark: SetUpBenchmark {
         public var fps: [Double] = []
         /// CPU time of the socket's I/O thread per published record (filters, copies, sends), µs.
         public var ioThreadUs: [Double] = []
-        /// The result thread's encode + hand-off to all sinks per record (mean wall time, which
-        /// includes being preempted by the threads it wakes), µs.
+        /// Publishing per record: stable label, encoding, hand-off to all sinks, on the worker
+        /// that emits it (mean wall time, which includes being preempted by the threads it
+        /// wakes), µs.
         public var publishUs: [Double] = []
-        /// The result thread's CPU time per record (stable label, encoding, both sinks), µs.
-        public var resultCPUUs: [Double] = []
-        /// CPU per record of the daemon's own threads (`camclass-*`: capture, workers' waits,
-        /// result, socket, log) — all of it but the inference library's threads, µs.
+        /// CPU per record of the daemon's own threads (`camclass-*`: capture, workers with
+        /// conversion, waits and publishing, socket, log) — all of it but the inference
+        /// library's threads, µs.
         public var ownCPUUs: [Double] = []
         /// CPU per record of the benchmark's readers (one thread for all subscribers; it shares
         /// the machine's cores with the daemon, as real subscribers would), µs.
@@ -109,7 +109,6 @@ public struct FanoutBenchmark: SetUpBenchmark {
                 rows[i].ioThreadUs.append(r.ioThreadUs)
                 rows[i].publishUs.append(r.publishUs)
                 rows[i].daemonCPUUs.append(r.daemonCPUUs)
-                rows[i].resultCPUUs.append(r.resultCPUUs)
                 rows[i].ownCPUUs.append(r.ownCPUUs)
                 rows[i].readersCPUUs.append(r.readersCPUUs)
                 rows[i].dropped += r.dropped
@@ -170,7 +169,6 @@ public struct FanoutBenchmark: SetUpBenchmark {
         var ioThreadUs: Double
         var publishUs: Double
         var daemonCPUUs: Double
-        var resultCPUUs: Double
         var ownCPUUs: Double
         var readersCPUUs: Double
         var dropped: Int
@@ -204,14 +202,14 @@ public struct FanoutBenchmark: SetUpBenchmark {
         let startCount = pipeline.counters.published
         let ioBefore = ThreadCPU.ns(named: "camclass-sock")
         let processBefore = ThreadCPU.processNs(), readersBefore = ThreadCPU.ns(named: "bench-subs")
-        let resultBefore = ThreadCPU.ns(named: "camclass-result"), ownBefore = ThreadCPU.ns(prefix: "camclass-")
+        let ownBefore = ThreadCPU.ns(prefix: "camclass-")
         let stagesBefore = pipeline.stageTimes.snapshot()
         let start = Clock.monotonicNs()
         Clock.sleep(untilMonotonicNs: start + UInt64(self.options.secondsPerRun * 1e9))
         let counted = pipeline.counters.published - startCount
         let ioAfter = ThreadCPU.ns(named: "camclass-sock")
         let processAfter = ThreadCPU.processNs(), readersAfter = ThreadCPU.ns(named: "bench-subs")
-        let resultAfter = ThreadCPU.ns(named: "camclass-result"), ownAfter = ThreadCPU.ns(prefix: "camclass-")
+        let ownAfter = ThreadCPU.ns(prefix: "camclass-")
         let stagesAfter = pipeline.stageTimes.snapshot()
         let elapsed = Double(Clock.monotonicNs() - start) / 1e9
         pipeline.stop()
@@ -224,7 +222,6 @@ public struct FanoutBenchmark: SetUpBenchmark {
         let daemonNs = Double(processAfter &- processBefore) - Double(readersAfter &- readersBefore)
         return Run(fps: Double(counted) / elapsed, ioThreadUs: counted > 0 ? Double(ioAfter &- ioBefore) / Double(counted) / 1000 : 0,
                    publishUs: publishMs * 1000, daemonCPUUs: counted > 0 ? daemonNs / Double(counted) / 1000 : 0,
-                   resultCPUUs: counted > 0 ? Double(resultAfter &- resultBefore) / Double(counted) / 1000 : 0,
                    ownCPUUs: counted > 0 ? Double(ownAfter &- ownBefore) / Double(counted) / 1000 : 0,
                    readersCPUUs: counted > 0 ? Double(readersAfter &- readersBefore) / Double(counted) / 1000 : 0, dropped: dropped)
     }

@@ -20,7 +20,7 @@ public struct PipelineOptions: ConfigSection {
     public var firstSeq: UInt64 = 0
     /// Consecutive inference failures after which the engine counts as unhealthy and the pipeline stops.
     public var maxConsecutiveFailures = 50
-    /// Stable labels (smoothing, hysteresis, dwell) on the result thread; nil = off.
+    /// Stable labels (smoothing, hysteresis, dwell) on the publishing worker; nil = off.
     public var stable: StableLabelOptions?
     /// Names for records and the stable-label space (coarse groups); nil = the model's labels.
     @NotCompared public var vocabulary: RecordVocabulary? = nil
@@ -84,7 +84,10 @@ public struct LaneSpec: Sendable {
 
 /// capture thread per source → `FrameScheduler` (a bounded ring per source, fair weighted pick) →
 /// N inference workers (one engine slot each; each converts its frame straight into its slot's
-/// input) → result thread (restores the order frames were taken in) → record sinks.
+/// input) → the result ring, which restores the order frames were taken in → record sinks.
+/// There is no result thread: the worker that completes the next result in order publishes it and
+/// any results after it that are already complete (one worker at a time, the "publishing worker"), so a frame
+/// costs no hand-off between the engine's completion and the sinks.
 /// Sources can be added and removed while it runs; the others keep publishing meanwhile.
 /// Engine slots, result ring, conversion scratch and encoders are sized when the pipeline or a
 /// source is set up, so the steady state allocates nothing per frame.
@@ -120,7 +123,13 @@ public final class ClassificationPipeline: @unchecked Sendable {
     private let resultCond = Condition()
     private var ready: [Bool]
     private var nextToEmit: UInt64 = 0
+    /// A worker is publishing results in order right now (see `emitReady`); guarded by `resultCond`.
+    private var emitting = false
+    /// Workers waiting for their result slot to be published (the ring is full); guarded by `resultCond`.
+    private var slotWaiters = 0
     private var workersRunning = 0
+    /// The frame limit was reached; written by the emitter (one at a time, ordered by `resultCond`).
+    private var limitHit = false
     private var finished = false
     private var started = false
     /// Called once when the pipeline finishes (see `whenFinished`); guarded by `resultCond`.
@@ -138,8 +147,9 @@ public final class ClassificationPipeline: @unchecked Sendable {
 
     /// A pipeline over `engine` with no source yet (`addSource`).
     /// - Parameters:
-    ///   - sinks: receive every record's JSON line on the result thread (must not block).
-    ///   - onResult: optional observer on the result thread (e.g. console printing).
+    ///   - sinks: receive every record's JSON line, in order, on whichever worker thread publishes
+    ///     it (one at a time; must not block).
+    ///   - onResult: optional observer, called like the sinks (e.g. console printing).
     public init(engine: any InferenceEngine, labels: LabelSet, modelName: String,
                 sinks: [any RecordSink], options: PipelineOptions, logger: Logger,
                 onResult: (@Sendable (ClassificationResult) -> Void)? = nil) {
@@ -296,7 +306,6 @@ public final class ClassificationPipeline: @unchecked Sendable {
             workersRunning = slots.count
             started = true
         }
-        threads.append(DedicatedThread(name: "camclass-result") { [self] in resultLoop() })
         for (i, slot) in slots.enumerated() {
             threads.append(DedicatedThread(name: "camclass-infer\(i)") { [self] in workerLoop(slot) })
         }
@@ -342,9 +351,9 @@ public final class ClassificationPipeline: @unchecked Sendable {
     /// Whether every thread's work is done (stopped, end of the replays, frame limit, failure). Never blocks.
     public var isFinished: Bool { resultCond.locked { finished } }
 
-    /// Runs `body` once when the pipeline finishes: on the result thread as it ends, or at once on
-    /// the caller's thread when it already has. Lets an owner await the end instead of polling it.
-    /// `body` must not block (it runs on the result thread, after the last record).
+    /// Runs `body` once when the pipeline finishes: on the last worker thread as it ends, or at
+    /// once on the caller's thread when it already has. Lets an owner await the end instead of
+    /// polling it. `body` must not block (it runs on a pipeline thread, after the last record).
     public func whenFinished(_ body: @escaping @Sendable () -> Void) {
         let already = resultCond.locked { () -> Bool in
             if finished { return true }
@@ -401,8 +410,13 @@ public final class ClassificationPipeline: @unchecked Sendable {
         var (converter, generation) = makeConverter()
         defer {
             scores.deallocate()
-            resultCond.locked { workersRunning -= 1 }
-            resultCond.broadcast()
+            // Every worker emits what it completed before it leaves (`emitReady`), so when the
+            // last one leaves every result has been published.
+            let last = resultCond.locked { () -> Bool in
+                workersRunning -= 1
+                return workersRunning == 0
+            }
+            if last { finishPipeline() }
         }
         let logits = engine.info.outputsLogits
         while true {
@@ -455,9 +469,14 @@ public final class ClassificationPipeline: @unchecked Sendable {
             let t2 = Clock.monotonicNs()
             stageTimes.add(.convert, t1 - t0)
             if converted { stageTimes.add(.infer, t2 - t1) }
-            // Wait for this ticket's result slot to be free (the result thread lags ≤ ring size).
+            // Wait for this ticket's result slot to be free (publishing lags ≤ ring size; the
+            // ring is twice the workers, so this waits only behind a slow sink).
             let index = Int(ticket % UInt64(results.count))
-            resultCond.wait(until: { ticket < nextToEmit + UInt64(results.count) && !ready[index] })
+            resultCond.locked {
+                slotWaiters += 1
+                resultCond.waitLocked(until: { ticket < nextToEmit + UInt64(results.count) && !ready[index] })
+                slotWaiters -= 1
+            }
             let r = results[index]
             r.seq = info.seq
             r.captureNs = info.captureNs
@@ -479,55 +498,67 @@ public final class ClassificationPipeline: @unchecked Sendable {
             } else {
                 r.topCount = 0
             }
-            resultCond.locked {
+            let emitter = resultCond.locked { () -> Bool in
                 resultLanes[index] = lane
                 ready[index] = true
+                if emitting { return false }  // the emitter publishes it when it is next in order
+                emitting = true
+                return true
             }
-            resultCond.broadcast()
+            if emitter { emitReady() }
         }
     }
 
-    private func resultLoop() {
-        var limitHit = false
-        defer {
-            for lane in lanes where lane.state != .failed {
-                let end: SourceState = engineFailure.withLock({ $0 }) != nil ? .failed
-                    : (limitHit || lane.ended.load(ordering: .relaxed)) ? .ended : .stopped
-                lane.stateRaw.store(end.rawValue, ordering: .relaxed)
-            }
-            let observers = resultCond.locked { () -> [@Sendable () -> Void] in
-                finished = true
-                defer { finishObservers = [] }
-                return finishObservers
-            }
-            resultCond.broadcast()
-            for observe in observers { observe() }
-        }
+    /// Publishes, in ticket order, every completed result from `nextToEmit` on, and stops at the
+    /// first one not completed yet (the worker completing it emits it then). Runs on the worker
+    /// that set `emitting`; checking for the next result and clearing `emitting` happen under one
+    /// lock, so a result completed meanwhile is never left behind.
+    private func emitReady() {
         while true {
             var index = -1
-            var done = false
             var lane: SourceLane?
-            resultCond.wait(until: {
+            let next = resultCond.locked { () -> Bool in
                 let i = Int(nextToEmit % UInt64(results.count))
-                if ready[i] { index = i; lane = resultLanes[i]; return true }
-                if workersRunning == 0 { done = true; return true }
-                return false
-            })
-            if done { break }
-            let r = results[index]
-            if let lane { publish(r, lane: lane, limitHit: &limitHit) }
-            resultCond.locked {
+                guard ready[i] else {
+                    emitting = false
+                    return false
+                }
+                index = i
+                lane = resultLanes[i]
+                return true
+            }
+            guard next else { return }
+            if let lane { publish(results[index], lane: lane) }
+            let wake = resultCond.locked { () -> Bool in
                 ready[index] = false
                 resultLanes[index] = nil
                 nextToEmit += 1
+                return slotWaiters > 0
             }
-            resultCond.broadcast()
+            if wake { resultCond.broadcast() }
             if let lane { scheduler.finished(lane: lane) }
         }
     }
 
-    /// Publishes one result of `lane` (result thread).
-    private func publish(_ r: ClassificationResult, lane: SourceLane, limitHit: inout Bool) {
+    /// The end, once the last worker has left: each source's final state, then the observers.
+    private func finishPipeline() {
+        let limitHit = resultCond.locked { self.limitHit }
+        for lane in lanes where lane.state != .failed {
+            let end: SourceState = engineFailure.withLock({ $0 }) != nil ? .failed
+                : (limitHit || lane.ended.load(ordering: .relaxed)) ? .ended : .stopped
+            lane.stateRaw.store(end.rawValue, ordering: .relaxed)
+        }
+        let observers = resultCond.locked { () -> [@Sendable () -> Void] in
+            finished = true
+            defer { finishObservers = [] }
+            return finishObservers
+        }
+        resultCond.broadcast()
+        for observe in observers { observe() }
+    }
+
+    /// Publishes one result of `lane` (the emitting worker).
+    private func publish(_ r: ClassificationResult, lane: SourceLane) {
         let limitReached = options.frameLimit.map { published.load(ordering: .relaxed) >= $0 } ?? false
         guard r.ok && !limitReached else { return }
         let c = counters(of: lane)

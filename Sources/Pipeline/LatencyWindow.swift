@@ -2,8 +2,8 @@ import WireFormat
 import Support
 
 /// Per-stage latencies of the last N seconds for `status`: a fixed-size ring of samples written
-/// by the result thread (no allocation per frame); percentiles are computed on request.
-/// Thread context: `record` from the result thread; `summary` from any thread (the socket's I/O
+/// by the publishing worker (no allocation per frame); percentiles are computed on request.
+/// Thread context: `record` from the publishing worker; `summary` from any thread (the socket's I/O
 /// thread answering `status`).
 public final class LatencyWindow: @unchecked Sendable {
     public struct Sample: Sendable {
@@ -12,7 +12,7 @@ public final class LatencyWindow: @unchecked Sendable {
         public var inferenceNs: UInt64 = 0
         /// Queueing and re-ordering: total minus preprocess and inference.
         public var waitNs: UInt64 = 0
-        /// The result thread's time in the sinks (encode + hand-off).
+        /// The publishing worker's time in the sinks (encode + hand-off).
         public var publishNs: UInt64 = 0
         public var totalNs: UInt64 = 0
         /// Frames captured so far (for the input rate).

@@ -8,7 +8,7 @@ import WireFormat
 /// drop policy, weight), its sequence numbers, drop counters, stable-label state, record encoder,
 /// latency window and state. Frames of different lanes share the engine's slots; nothing else.
 /// Thread context: built and started by the pipeline's owner; the capture thread writes the
-/// capture-side counters, the result thread the result-side ones; readers anywhere (atomics).
+/// capture-side counters, the publishing worker the result-side ones; readers anywhere (atomics).
 public final class SourceLane: @unchecked Sendable {
     /// The name records, status and subscriptions use.
     public let name: String

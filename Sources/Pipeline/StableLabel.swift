@@ -57,7 +57,7 @@ public struct StableUpdate: Sendable, Equatable {
 /// another label has ≥ `enter` and a higher smoothed score; with no current label (or it fell
 /// below `leave`) the best label if ≥ `enter`, else `unknown`. A candidate different from the
 /// stable label becomes stable once it has been the candidate for `minDwellMs`.
-/// Thread context: the pipeline's result thread only. Allocates nothing after `init`.
+/// Thread context: the pipeline's publishing worker (one thread at a time). Allocates nothing after `init`.
 public final class StableLabel: @unchecked Sendable {
     public let options: StableLabelOptions
     public let vocabulary: RecordVocabulary

@@ -21,7 +21,7 @@ public struct SocketOptions: ConfigSection {
     /// Kernel send buffer per subscriber socket. Kept modest so that a stalled subscriber's backlog
     /// sits in its own accounted buffer (and is dropped and counted there), not hidden in the kernel.
     public var kernelSendBufferBytes: Int32 = 32 * 1024
-    /// Records buffered between the result thread and the I/O thread (shared by all subscribers).
+    /// Records buffered between the publishing worker and the I/O thread (shared by all subscribers).
     public var journalBytes = 1 << 20
     /// At the subscriber limit, a new client makes room by evicting the subscriber that has been
     /// losing records continuously for longest, if that is at least this long (the model is
@@ -92,13 +92,13 @@ public enum SocketPublisherError: Error, CustomStringConvertible {
 /// `subscribe` / `status` / `last` requests. Each record travels with its source's name
 /// (`PublishedRecord.source`), which a subscriber's `sources` filter and `last`'s `source` use.
 ///
-/// The result thread's `publish` only appends the record once to a shared journal (one lock, one
+/// The publishing worker's `publish` only appends the record once to a shared journal (one lock, one
 /// copy, no per-subscriber work, no allocation) and wakes the I/O thread. The I/O thread applies
 /// each subscriber's filter, cuts `top` entries out of the line where the filter asks for it, and
 /// copies the result into that subscriber's bounded buffer. A slow or stuck subscriber loses
 /// records (counted, and told with a `dropped` record when it catches up) but never delays the
 /// pipeline or other subscribers.
-/// Thread context: `publish` from the result thread (any thread is safe); a dedicated I/O thread
+/// Thread context: `publish` from the publishing worker (any thread is safe); a dedicated I/O thread
 /// accepts, reads requests, filters and writes; `configure`/`start`/`stop` from the owner.
 public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     public let options: SocketOptions
@@ -323,7 +323,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         return rc == 0
     }
 
-    // MARK: publishing (result thread)
+    // MARK: publishing (publishing worker)
 
     /// Journal entry layout: a fixed header, `topCount` entries of (class, score, start, end), the
     /// source name's UTF-8 bytes, the line.

@@ -1,6 +1,6 @@
 /// One classified frame, in storage that is allocated once and reused (the pipeline keeps a ring
 /// of these), so producing a record allocates nothing.
-/// Thread context: written by one worker, then read by the result thread; the pipeline's ring
+/// Thread context: written by one worker, then read by the publishing worker; the pipeline's ring
 /// hand-off orders the two.
 public final class ClassificationResult: @unchecked Sendable {
     public var seq: UInt64 = 0
@@ -168,7 +168,7 @@ public enum SourceState: UInt8, Sendable {
     }
 }
 
-/// One record as the result thread hands it to the sinks: its JSON line plus what sinks need to
+/// One record as the publishing worker hands it to the sinks: its JSON line plus what sinks need to
 /// filter or re-render it without parsing. Valid only during `publish`.
 public struct PublishedRecord {
     public var kind: RecordKind
@@ -460,7 +460,7 @@ public final class TextRecordEncoder {
 }
 
 /// Where encoded records go (the socket, the rolling log).
-/// Thread context: `publish` is called from the pipeline's result thread and must never block on
+/// Thread context: `publish` is called from the pipeline's publishing worker and must never block on
 /// a consumer: a sink that cannot keep up drops and counts.
 public protocol RecordSink: AnyObject, Sendable {
     /// `line` is one complete JSON object followed by a newline; valid only during the call.

@@ -1,6 +1,6 @@
 /// A JSON value as parsed from a client's request line. Requests are small and rare, so this
 /// parser favours exact error messages and hostile input (deep nesting, invalid UTF-8, huge
-/// numbers) over speed; it runs on the socket's I/O thread, never on the result thread.
+/// numbers) over speed; it runs on the socket's I/O thread, never on the publishing worker.
 public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)

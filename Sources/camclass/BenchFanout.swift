@@ -35,12 +35,12 @@ struct BenchFanout: ParsableCommand {
         let logger = Logger(label: "camclass", factory: { _ in SwiftLogNoOpLogHandler() })
         let r = try FanoutBenchmark(config: c, options: o, logger: logger).run { Console.out($0 + "\n") }
         Console.out("engine: \(r.engine)\n")
-        Console.out("subscribers  FPS (median)  vs first  daemon CPU/rec  own threads CPU/rec  socket thread CPU/rec  result thread CPU/rec (wall)  readers CPU/rec  lost  runs\n")
+        Console.out("subscribers  FPS (median)  vs first  daemon CPU/rec  own threads CPU/rec  socket thread CPU/rec  publish wall/rec  readers CPU/rec  lost  runs\n")
         let base = r.rows.first?.fpsMedian ?? 0
         for row in r.rows {
-            Console.out(String(format: "%11d  %12.1f  %8.3f  %11.0f µs  %16.1f µs  %18.1f µs  %14.1f µs (%5.1f µs)  %12.1f µs  %4d  [%@]\n", row.subscribers,
+            Console.out(String(format: "%11d  %12.1f  %8.3f  %11.0f µs  %16.1f µs  %18.1f µs  %13.1f µs  %12.1f µs  %4d  [%@]\n", row.subscribers,
                                row.fpsMedian, base > 0 ? row.fpsMedian / base : 0, median(row.daemonCPUUs), median(row.ownCPUUs),
-                               median(row.ioThreadUs), median(row.resultCPUUs), median(row.publishUs), median(row.readersCPUUs), row.dropped,
+                               median(row.ioThreadUs), median(row.publishUs), median(row.readersCPUUs), row.dropped,
                                row.fps.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
         }
         Console.out(String(format: "fps with %d subscribers / with %d: measured %.3f (medians), %.3f (same-round pairs); " +
@@ -53,7 +53,7 @@ struct BenchFanout: ParsableCommand {
                 "ratio": r.ratio, "paired_ratio": r.pairedRatio, "cpu_ratio": r.cpuRatio, "own_cpu_ratio": r.ownCPURatio, "json_bytes_per_record": r.jsonBytesPerRecord, "json_cpu_us_per_record": r.jsonCPUNsPerRecord / 1000,
                 "rows": r.rows.map { ["subscribers": $0.subscribers, "fps": $0.fpsMedian, "fps_runs": $0.fps,
                                       "socket_thread_us_per_record": median($0.ioThreadUs), "publish_us_per_record": median($0.publishUs),
-                                      "daemon_cpu_us_per_record": median($0.daemonCPUUs), "result_thread_cpu_us_per_record": median($0.resultCPUUs),
+                                      "daemon_cpu_us_per_record": median($0.daemonCPUUs),
                                       "own_threads_cpu_us_per_record": median($0.ownCPUUs), "readers_cpu_us_per_record": median($0.readersCPUUs),
                                       "lost": $0.dropped] as [String: Any] },
             ]

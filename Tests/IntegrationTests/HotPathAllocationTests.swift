@@ -8,7 +8,7 @@ import Testing
 /// who asked: the daemon's own code or a library it calls. The daemon's own allocations on its
 /// pipeline threads must not grow with the number of frames.
 @Suite(.serialized) struct HotPathAllocationTests {
-    static let hotThreads = ["camclass-captur", "camclass-infer0", "camclass-infer1", "camclass-result",
+    static let hotThreads = ["camclass-captur", "camclass-infer0", "camclass-infer1",
                              "camclass-sock", "camclass-log"]
 
     /// What runs: one replayed source (decoded once, NV12 leases), or two sources whose JPEGs are

@@ -12,7 +12,7 @@ import Testing
 import WireFormat
 
 /// Collects every classification record's source, seq and arrival time (a real sink on the
-/// result thread; parsing allocates, which is fine in a test).
+/// publishing worker; parsing allocates, which is fine in a test).
 final class SourceRecordLog: RecordSink, @unchecked Sendable {
     struct Entry { var source: String; var seq: Int; var atNs: UInt64 }
     private let entries = Mutex<[Entry]>([])

@@ -99,7 +99,7 @@ final class ConstantScoresEngineDouble: InferenceEngine, @unchecked Sendable {
         // After resuming it gets the stream again without gaps to the end.
         expectSeqs(Array(delivered.suffix(1000)), 4000..<5000, "the stuck subscriber after resuming")
         #expect(stuckStream.droppedTotal == told, "the last dropped record's total counts every loss")
-        // The result thread never waited for anyone.
+        // The publishing worker never waited for anyone.
         #expect(slowest < 20_000_000, "publish() took \(Double(slowest) / 1e6) ms once")
     }
 

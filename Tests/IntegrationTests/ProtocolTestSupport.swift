@@ -10,7 +10,7 @@ import Publishing
 import Support
 import Testing
 
-/// Drives sinks the way the pipeline's result thread does: real `ClassificationResult`s, encoded by
+/// Drives sinks the way the pipeline's publishing worker does: real `ClassificationResult`s, encoded by
 /// the real `RecordEncoder`, handed over as `PublishedRecord`s with their `top` spans.
 final class RecordFeeder: @unchecked Sendable {  // one thread at a time
     let vocabulary: RecordVocabulary

@@ -120,7 +120,7 @@ import Testing
         #expect(u.label == 1 && u.score == 1)
     }
 
-    /// The result thread's path: stabilizer → classification record with `stable` → `change` record
+    /// The publishing worker's path: stabilizer → classification record with `stable` → `change` record
     /// → the text log line, all exact.
     @Test func recordsCarryStableLabelAndChange() throws {
         var labels = (0..<1000).map { "class \($0)" }
