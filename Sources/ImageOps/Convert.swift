@@ -43,8 +43,10 @@ public enum NV12Ops {
     }
 
     /// Crops/scales `src` into `dst` (bilinear). This is the pipeline's only copy between the frame
-    /// pool and the engine's input memory.
-    public static func scale(_ src: NV12ConstView, into dst: NV12MutableView, mode: ResizeMode) {
+    /// and the engine's input memory. With a `scaler` whose scratch fits, a downscale takes its
+    /// separable path (same pixels within ±1, a fraction of the instructions on x86).
+    public static func scale(_ src: NV12ConstView, into dst: NV12MutableView, mode: ResizeMode,
+                             scaler: SeparableScaler? = nil) {
         let r = cropRect(source: src.layout, destinationWidth: dst.layout.width,
                          destinationHeight: dst.layout.height, mode: mode)
         let sy = src.y + r.y * src.layout.strideY + r.x
@@ -53,6 +55,12 @@ public enum NV12Ops {
             NV12Copy(sy, Int32(src.layout.strideY), suv, Int32(src.layout.strideUV),
                      dst.y, Int32(dst.layout.strideY), dst.uv, Int32(dst.layout.strideUV),
                      Int32(r.width), Int32(r.height))
+            return
+        }
+        if let scaler, scaler.handles(cropWidth: r.width, cropHeight: r.height,
+                                      outputWidth: dst.layout.width, outputHeight: dst.layout.height) {
+            scaler.scale(y: sy, strideY: src.layout.strideY, uv: suv, strideUV: src.layout.strideUV,
+                         cropWidth: r.width, cropHeight: r.height, into: dst)
             return
         }
         ScalePlane(sy, Int32(src.layout.strideY), Int32(r.width), Int32(r.height),

@@ -21,7 +21,8 @@ public enum FrameConversionError: Error, Equatable, CustomStringConvertible {
 
 /// Turns a captured frame (`FramePayload`: a driver buffer or a replayed image, as delivered)
 /// straight into an engine's NV12 model input, doing only the work the input needs:
-/// - NV12: libyuv crops/scales from the payload into the input (the only copy).
+/// - NV12: libyuv crops/scales from the payload into the input (the only copy; downscales take
+///   `SeparableScaler`'s vertical-passes-and-transposes path).
 /// - YUYV: libyuv converts only the region the resize mode keeps into scratch NV12, then scales.
 /// - MJPEG: libjpeg-turbo decodes with DCT scaling (1/8, 1/4 or 1/2 when the reduced image still
 ///   covers the input after the crop; see `dctScaleDenominator`) to planar YUV in scratch; libyuv
@@ -45,6 +46,8 @@ public final class ModelInputConverter {
     private let chromaV: UnsafeMutablePointer<UInt8>
     /// JFIF full range → BT.601 limited range, applied to the input only.
     private let range = FullToLimitedRange()
+    /// NV12 and YUYV downscales into the input (see `SeparableScaler`).
+    private let scaler: SeparableScaler
 
     /// - Parameters:
     ///   - maxWidth, maxHeight: the largest frame this converter will be given (the negotiated
@@ -58,6 +61,7 @@ public final class ModelInputConverter {
         self.maxHeight = maxHeight
         self.inputWidth = inputWidth
         self.inputHeight = inputHeight
+        scaler = SeparableScaler(maxCropWidth: maxWidth, maxOutputWidth: inputWidth, maxOutputHeight: inputHeight)
         jpeg = JPEGDecoder(maxWidth: maxWidth, maxHeight: maxHeight)
         region = NV12Buffer(width: maxWidth & ~1, height: maxHeight & ~1)
         let chroma = (inputWidth / 2) * (inputHeight / 2)
@@ -107,7 +111,7 @@ public final class ModelInputConverter {
             let l = v.layout
             guard l.width >= 2, l.height >= 2, l.width % 2 == 0, l.height % 2 == 0, l.strideY >= l.width,
                   l.strideUV >= l.width else { throw .corrupt("bad NV12 frame geometry: \(l), strides \(l.strideY)/\(l.strideUV)") }
-            NV12Ops.scale(v, into: input, mode: mode)
+            NV12Ops.scale(v, into: input, mode: mode, scaler: scaler)
         case .yuyv(let src, let stride, let w, let h):
             guard w >= 2, h >= 2, w % 2 == 0, h % 2 == 0, stride >= 2 * w else {
                 throw .corrupt("bad YUYV frame geometry: \(w)x\(h), \(stride) bytes per row")
@@ -135,7 +139,7 @@ public final class ModelInputConverter {
                                 dst.uv, Int32(dst.layout.strideUV), Int32(r.width), Int32(r.height))
         if status != 0 { throw .corrupt("libyuv YUY2ToNV12 failed with status \(status)") }
         // Already cropped: scaling the region whole is the crop.
-        NV12Ops.scale(dst.readOnly, into: input, mode: .stretch)
+        NV12Ops.scale(dst.readOnly, into: input, mode: .stretch, scaler: scaler)
     }
 
     private func convertJPEG(_ bytes: UnsafeRawBufferPointer, width: Int, height: Int, into input: NV12MutableView,
