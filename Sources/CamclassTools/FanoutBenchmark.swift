@@ -194,9 +194,17 @@ public struct FanoutBenchmark: SetUpBenchmark {
                                               sinks: [socket, log], options: options, logger: quiet)
         try log.start()
         try socket.start()
-        let readers = MultiDrain(path: dir + "/bench.sock", connections: subscribers)
-        let deadline = Clock.monotonicNs() + 5_000_000_000
-        while socket.subscriberCount < subscribers && Clock.monotonicNs() < deadline { usleep(2000) }
+        let readers: MultiDrain
+        do {
+            readers = try MultiDrain(path: dir + "/bench.sock", connections: subscribers)
+        } catch {
+            socket.stop()
+            log.stop()
+            throw error
+        }
+        if !socket.waitForSubscribers(subscribers, timeoutNs: 5_000_000_000) {
+            Console.err("fan-out benchmark: \(socket.subscriberCount) of \(subscribers) subscribers connected within 5 s; this run measures those\n")
+        }
         try pipeline.start()
         Clock.sleep(untilMonotonicNs: Clock.monotonicNs() + 500_000_000)  // warm-up
         let startCount = pipeline.counters.published
@@ -232,19 +240,25 @@ public struct FanoutBenchmark: SetUpBenchmark {
 final class MultiDrain: @unchecked Sendable {
     private var connections: [SubscriberConnection] = []
     private var thread: DedicatedThread?
-    private let stopFlag = AtomicFlag()
+    /// `stop` writes here: the reader thread blocks on its connections and this pipe, no timeout.
+    private let wake: (read: Int32, write: Int32)
 
-    init(path: String, connections n: Int) {
+    /// - Throws: `SystemCallError` when the wake-up pipe cannot be made (out of descriptors).
+    init(path: String, connections n: Int) throws {
+        wake = try makeWakePipe()
         for _ in 0..<n { if let c = try? SubscriberConnection(path: path) { connections.append(c) } }
-        let fds = connections.map(\.fd), flag = stopFlag
+        let fds = connections.map(\.fd), wakeFD = wake.read
         thread = DedicatedThread(name: "bench-subs") {
-            var polls = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            var polls = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
+                + fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let buf = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 16)
             defer { buf.deallocate() }
-            while !flag.isSet {
-                let r = polls.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), 100) }
+            while true {
+                let r = polls.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), -1) }
+                if r < 0 && errno != EINTR { break }
+                if polls[0].revents != 0 { break }  // stop
                 if r <= 0 { continue }
-                for i in polls.indices where polls[i].revents != 0 {
+                for i in polls.indices.dropFirst() where polls[i].revents != 0 {
                     if read(polls[i].fd, buf, 1 << 16) <= 0 { polls[i].fd = -1 }
                 }
             }
@@ -252,8 +266,13 @@ final class MultiDrain: @unchecked Sendable {
     }
 
     func stop() {
-        stopFlag.set()
-        thread?.join()
+        guard let thread else { return }
+        var one: UInt8 = 1
+        _ = write(wake.write, &one, 1)
+        thread.join()
+        self.thread = nil
+        close(wake.read)
+        close(wake.write)
     }
 }
 

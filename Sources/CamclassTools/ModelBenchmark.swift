@@ -129,24 +129,24 @@ public struct ModelBenchmark: SetUpBenchmark {
     static func throughput(slots: [any InferenceSlot], classes: Int, seconds: Double) -> Double {
         let done = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
-        let go = Atomic<Bool>(false)
+        // Every thread warms up, then all (and the clock) start together.
+        let start = ThreadBarrier(parties: slots.count + 1)
         let threads = slots.enumerated().map { i, slot in
             DedicatedThread(name: "bench-flight\(i)") {
                 let scores = UnsafeMutableBufferPointer<Float>.allocate(capacity: classes)
                 defer { scores.deallocate() }
                 try? slot.infer(scores: scores)  // warm-up outside the window
-                while !go.load(ordering: .acquiring) { usleep(100) }
+                start.arriveAndWait()
                 while !stop.load(ordering: .relaxed) {
                     if (try? slot.infer(scores: scores)) != nil { done.add(1, ordering: .relaxed) }
                 }
             }
         }
-        usleep(50_000)
-        go.store(true, ordering: .releasing)
-        let start = Clock.monotonicNs()
-        Clock.sleep(untilMonotonicNs: start + UInt64(seconds * 1e9))
+        start.arriveAndWait()
+        let startNs = Clock.monotonicNs()
+        Clock.sleep(untilMonotonicNs: startNs + UInt64(seconds * 1e9))
         let counted = done.load(ordering: .relaxed)
-        let elapsed = Clock.monotonicNs() - start
+        let elapsed = Clock.monotonicNs() - startNs
         stop.store(true, ordering: .relaxed)
         threads.forEach { $0.join() }
         return ModelTable.fps(count: counted, elapsedNs: elapsed)

@@ -62,27 +62,28 @@ public final class SubscriberConnection: @unchecked Sendable {
     }
 
     /// A background reader that discards everything (benchmarks: a subscriber that keeps up).
+    /// Its thread blocks in read(2); `stop` shuts the socket down, which ends that read (no
+    /// periodic wake-up to look at a flag).
     public final class Drain: @unchecked Sendable {
         let connection: SubscriberConnection?
         let thread: DedicatedThread?
-        let stopFlag = AtomicFlag()
         init(path: String) {
             connection = try? SubscriberConnection(path: path)
-            let c = connection, flag = stopFlag
-            thread = c.map { c in
+            thread = connection.map { c in
                 DedicatedThread(name: "bench-sub") {
                     var buf = [UInt8](repeating: 0, count: 1 << 16)
-                    while !flag.isSet {
-                        var p = pollfd(fd: c.fd, events: Int16(POLLIN), revents: 0)
-                        if poll(&p, 1, 100) <= 0 { continue }
+                    while true {
                         let n = buf.withUnsafeMutableBytes { read(c.fd, $0.baseAddress, $0.count) }
-                        if n <= 0 { break }
+                        if n < 0 && errno == EINTR { continue }
+                        if n <= 0 { break }  // closed by the daemon, or shut down by `stop`
                     }
                 }
             }
         }
+
+        /// Ends the reader: shutdown(2) makes its blocked read return 0. Later calls do nothing.
         public func stop() {
-            stopFlag.set()
+            if let c = connection { _ = Glibc.shutdown(c.fd, Int32(SHUT_RDWR)) }
             thread?.join()
         }
     }

@@ -414,8 +414,17 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             }
         }
     }
-    /// Broadcast by the I/O thread after each pass (a snapshot published), for `stop`'s flush wait.
+    /// Broadcast by the I/O thread after each pass (a snapshot published), for `stop`'s flush wait
+    /// and `waitForSubscribers`.
     private let progress = Condition()
+
+    /// Blocks until at least `n` subscribers are connected (as `subscriberCount` counts them) or
+    /// `timeoutNs` passes; whether they are. Woken by the I/O thread's passes (an accepted client
+    /// ends one), so no polling. For benchmarks and tests that start publishing once readers are in.
+    /// Thread context: any thread but the socket's I/O thread.
+    public func waitForSubscribers(_ n: Int, timeoutNs: UInt64) -> Bool {
+        progress.wait(timeoutNs: timeoutNs) { subscriberCount >= n }
+    }
 
     /// Stops accepting, gives subscribers up to `flushTimeoutMs` to receive what is published and
     /// buffered, closes them and removes the socket file.

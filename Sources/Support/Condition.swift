@@ -80,3 +80,35 @@ public final class AtomicFlag: Sendable {
     public var isSet: Bool { value.load(ordering: .acquiring) }
     public func set(_ v: Bool = true) { value.store(v, ordering: .releasing) }
 }
+
+/// A rendezvous of `parties` threads: each `arriveAndWait` blocks until all of them have arrived,
+/// then all go on together (benchmark threads that must start their measured work at once, with
+/// no sleep-and-hope). Reusable: the next round starts when the last one of a round arrives.
+/// Thread context: any threads; blocking (never on Swift's cooperative pool).
+public final class ThreadBarrier: @unchecked Sendable {  // state guarded by `condition`'s mutex
+    private let condition = Condition()
+    public let parties: Int
+    private var arrived = 0
+    private var round = 0
+
+    public init(parties: Int) {
+        self.parties = max(1, parties)
+    }
+
+    /// Blocks until all `parties` threads of this round have called it.
+    public func arriveAndWait() {
+        let last = condition.locked { () -> Bool in
+            let mine = round
+            arrived += 1
+            if arrived == parties {
+                arrived = 0
+                round &+= 1
+                return true
+            }
+            condition.waitLocked { round != mine }
+            return false
+        }
+        // The round changed under the mutex, so a thread that has not slept yet sees it anyway.
+        if last { condition.broadcast() }
+    }
+}
