@@ -50,6 +50,7 @@ let package = Package(
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
         // C: libjpeg's own API (jpeglib.h) for decoding one region of an MJPEG frame: its
         // error_exit longjmps, which must stay inside C (Sources/CJPEGRegion).
+        // Debian: libjpeg62-turbo-dev (jpeglib.h), libyuv-dev.
         .target(name: "CJPEGRegion", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("yuv")]),
         // C: Linux calls that need _GNU_SOURCE (pipe2, accept4).
         .target(name: "CSystem"),
