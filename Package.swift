@@ -20,7 +20,8 @@ import PackageDescription
 // - CamclassTools: benchmarks (pipeline, fan-out, CPU, MQTT), eval, model table, camera listing and
 //   their reports.
 // - MQTTBridge: `camclass mqtt` and `camclass fleet`, a client of the socket and of a broker.
-// - Thin C modules: shim headers over system libraries; the inference libraries are dlopened, so the
+// - Thin C modules: shim headers over system libraries (CJPEGRegion: a small C file, so libjpeg's
+//   longjmp error handling never crosses Swift frames); the inference libraries are dlopened, so the
 //   build needs neither OpenVINO nor libdnn.so.
 // Executables only parse arguments and wire.
 let package = Package(
@@ -47,6 +48,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto", providers: [.apt(["libmosquitto-dev"])]),
+        // C: libjpeg's own API (jpeglib.h) for decoding one region of an MJPEG frame: its
+        // error_exit longjmps, which must stay inside C (Sources/CJPEGRegion).
+        // Debian: libjpeg62-turbo-dev (jpeglib.h), libyuv-dev.
+        .target(name: "CJPEGRegion", linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("yuv")]),
         // C: Linux calls that need _GNU_SOURCE (pipe2, accept4).
         .target(name: "CSystem"),
         // C: run-time loaded inference libraries (dlopen), so the build needs neither.
@@ -56,7 +61,7 @@ let package = Package(
         // Swift: threads, locks, clocks, the syscall helper, exit statuses, config reading.
         .target(name: "Support", dependencies: ["CSystem", .product(name: "Logging", package: "swift-log"), "Yams"]),
         // The stages.
-        .target(name: "ImageOps", dependencies: ["CTurboJPEG", "CYUV", "Support"]),
+        .target(name: "ImageOps", dependencies: ["CTurboJPEG", "CJPEGRegion", "CYUV", "Support"]),
         .target(name: "Capture", dependencies: [
             "ImageOps", "Support", "CV4L2", .product(name: "Logging", package: "swift-log"),
         ]),

@@ -29,6 +29,9 @@ public struct ConvertBenchmark {
         public var runs = 5
         /// A photo (JPEG) for realistic content; a synthetic pattern when nil or unreadable.
         public var photo: String?
+        /// Where to write each MJPEG row's JPEG (`mjpeg-WxH.jpg`), the exact bytes measured, so
+        /// other decoders (ffmpeg) can be measured on the same input; nil: not written.
+        public var saveMJPEGDirectory: String?
         public init() {}
     }
 
@@ -90,6 +93,9 @@ public struct ConvertBenchmark {
             frames[key] = frame
             do {  // one row's buffers, freed before the next row
                 let input = try driverBuffer(format, frame: frame)
+                if format == .mjpeg, let dir = options.saveMJPEGDirectory {
+                    try Self.write(input.bytes, to: dir + "/mjpeg-\(key).jpg")
+                }
                 let converter = CameraFrameConverter(format: format, width: size.width, height: size.height,
                                                      bytesPerLine: input.bytesPerLine, sizeImage: input.bytes.count)
                 let pool = NV12Buffer(width: size.width, height: size.height)
@@ -134,6 +140,18 @@ public struct ConvertBenchmark {
         case .yuyv: return .yuyv(base, stride: bytesPerLine, width: width, height: height)
         case .mjpeg: return .mjpeg(raw, width: width, height: height)
         }
+    }
+
+    /// A JPEG for `saveMJPEGDirectory` could not be written.
+    public struct WriteFailure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        guard let f = fopen(path, "wb") else { throw WriteFailure(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { fclose(f) }
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+        guard written == bytes.count else { throw WriteFailure(description: "short write to \(path)") }
     }
 
     public static func format(_ r: Row) -> String {

@@ -1,4 +1,3 @@
-import CTurboJPEG
 import CYUV
 
 /// Why a captured frame could not become a model input. Every case means "drop the frame and
@@ -25,11 +24,13 @@ public enum FrameConversionError: Error, Equatable, CustomStringConvertible {
 ///   `SeparableScaler`'s vertical-passes-and-transposes path).
 /// - YUYV: libyuv converts only the region the resize mode keeps into scratch NV12, then scales.
 /// - MJPEG: libjpeg-turbo decodes with DCT scaling (1/8, 1/4 or 1/2 when the reduced image still
-///   covers the input after the crop; see `dctScaleDenominator`) to planar YUV in scratch; libyuv
-///   crops/scales each plane to the input size; then JFIF's full-range YCbCr is mapped to BT.601
-///   limited range (what NV12/YUYV cameras deliver and the engines assume) on the small input only.
+///   covers the input after the crop; see `dctScaleDenominator`) only the region the crop keeps
+///   (`JPEGRegionDecoder`: the other columns are entropy-decoded but not transformed) into planes
+///   in scratch; libyuv scales each plane to the input size; then JFIF's full-range YCbCr is mapped
+///   to BT.601 limited range (what NV12/YUYV cameras deliver and the engines assume) on the small
+///   input only.
 ///
-/// All memory (the JPEG decoder and its planes, the YUYV region, chroma planes at input size, the
+/// All memory (the JPEG region decoder and its planes, the YUYV region, chroma planes at input size, the
 /// range tables) is allocated in `init` for frames up to `maxWidth` x `maxHeight`; `convert`
 /// allocates nothing (libjpeg-turbo keeps its per-image state in its own pools).
 /// Thread context: one converter per worker thread; not thread-safe (a turbojpeg handle is not).
@@ -38,7 +39,7 @@ public final class ModelInputConverter {
     public let maxHeight: Int
     public let inputWidth: Int
     public let inputHeight: Int
-    private let jpeg: JPEGDecoder
+    private let jpeg: JPEGRegionDecoder
     /// YUYV: the kept region converted to NV12 (at most maxWidth x maxHeight).
     private let region: NV12Buffer
     /// MJPEG: U and V scaled to the input's chroma size, before they are interleaved into it.
@@ -62,7 +63,7 @@ public final class ModelInputConverter {
         self.inputWidth = inputWidth
         self.inputHeight = inputHeight
         scaler = SeparableScaler(maxCropWidth: maxWidth, maxOutputWidth: inputWidth, maxOutputHeight: inputHeight)
-        jpeg = JPEGDecoder(maxWidth: maxWidth, maxHeight: maxHeight)
+        jpeg = JPEGRegionDecoder(maxWidth: maxWidth, maxHeight: maxHeight)
         region = NV12Buffer(width: maxWidth & ~1, height: maxHeight & ~1)
         let chroma = (inputWidth / 2) * (inputHeight / 2)
         chromaU = .allocate(capacity: chroma)
@@ -145,34 +146,39 @@ public final class ModelInputConverter {
     private func convertJPEG(_ bytes: UnsafeRawBufferPointer, width: Int, height: Int, into input: NV12MutableView,
                              mode: ResizeMode) throws(FrameConversionError) {
         let iw = input.layout.width, ih = input.layout.height
-        let planes: JPEGPlanes
-        do {
+        let region: JPEGRegion
+        let r: (x: Int, y: Int, width: Int, height: Int)
+        do throws(JPEGDecodeError) {
             let header = try jpeg.header(bytes)
             guard header.width & ~1 == width & ~1, header.height & ~1 == height & ~1 else {
-                throw JPEGDecodeError.sizeMismatch(expected: "\(width)x\(height)", got: "\(header.width)x\(header.height)")
+                throw .sizeMismatch(expected: "\(width)x\(height)", got: "\(header.width)x\(header.height)")
+            }
+            guard header.width <= maxWidth, header.height <= maxHeight else {
+                throw .tooLarge(width: header.width, height: header.height)
             }
             let d = Self.dctScaleDenominator(width: header.width, height: header.height, inputWidth: iw,
                                              inputHeight: ih, mode: mode)
-            planes = try jpeg.decodeScaledPlanes(bytes, header: header, denominator: d)
+            let scaled = JPEGRegionDecoder.scaledSize(width: header.width, height: header.height, denominator: d)
+            // The same region as cropping the whole scaled image (even sizes), decoded alone.
+            r = NV12Ops.cropRect(source: NV12Layout(width: scaled.width & ~1, height: scaled.height & ~1),
+                                 destinationWidth: iw, destinationHeight: ih, mode: mode)
+            region = try jpeg.decode(bytes, header: header, denominator: d, x: r.x, y: r.y, width: r.width,
+                                     height: r.height, fastIDCT: d == 1)
         } catch {
             throw .corrupt("\(error)")
         }
-        let r = NV12Ops.cropRect(source: NV12Layout(width: planes.width & ~1, height: planes.height & ~1),
-                                 destinationWidth: iw, destinationHeight: ih, mode: mode)
-        ScalePlane(planes.y + r.y * planes.width + r.x, Int32(planes.width), Int32(r.width), Int32(r.height),
+        ScalePlane(region.y, Int32(region.stride), Int32(r.width), Int32(r.height),
                    input.y, Int32(input.layout.strideY), Int32(iw), Int32(ih), kFilterBilinear)
         let cw = iw / 2, ch = ih / 2
-        if planes.subsampling == .gray {
+        if region.isGray {
             // Neutral chroma; SetPlane fills bytes and a UV row is iw bytes (cw pairs).
             SetPlane(input.uv, Int32(input.layout.strideUV), Int32(iw), Int32(ch), 0x80)
         } else {
-            // Each chroma plane's share of the crop (r is even, so 4:2:x divides exactly), scaled
-            // to the input's chroma size; 4:2:2 and 4:4:4 lose their extra rows/columns here.
-            let sx = planes.subsampling == .s444 ? 1 : 2, sy = planes.subsampling == .s420 ? 2 : 1
-            let offset = (r.y / sy) * planes.chromaWidth + r.x / sx
-            ScalePlane(planes.u + offset, Int32(planes.chromaWidth), Int32(r.width / sx), Int32(r.height / sy),
+            // Chroma comes upsampled to the region's full size (whatever the JPEG's subsampling),
+            // scaled to the input's chroma size.
+            ScalePlane(region.cb, Int32(region.stride), Int32(r.width), Int32(r.height),
                        chromaU, Int32(cw), Int32(cw), Int32(ch), kFilterBilinear)
-            ScalePlane(planes.v + offset, Int32(planes.chromaWidth), Int32(r.width / sx), Int32(r.height / sy),
+            ScalePlane(region.cr, Int32(region.stride), Int32(r.width), Int32(r.height),
                        chromaV, Int32(cw), Int32(cw), Int32(ch), kFilterBilinear)
             MergeUVPlane(chromaU, Int32(cw), chromaV, Int32(cw), input.uv, Int32(input.layout.strideUV), Int32(cw), Int32(ch))
         }

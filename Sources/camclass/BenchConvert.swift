@@ -25,6 +25,8 @@ struct BenchConvert: ParsableCommand {
     var rows: [String] = []
     @Option(name: .long, help: "Columns to measure, comma-separated: before, after, naive (default all).")
     var columns = "before,after,naive"
+    @Option(name: .long, help: ArgumentHelp("Write each MJPEG row's JPEG (the bytes measured) to DIR/mjpeg-WxH.jpg, to measure other decoders on the same input.", valueName: "DIR"))
+    var saveMjpeg: String?
 
     func validate() throws {
         _ = try parsedRows()
@@ -56,9 +58,10 @@ struct BenchConvert: ParsableCommand {
         options.photo = photo
         if !rows.isEmpty { options.rows = try parsedRows() }
         options.columns = try parsedColumns()
+        options.saveMJPEGDirectory = saveMjpeg
         Console.out("CPU time per frame (thread CPU time on one thread, median of \(runs) x \(frames) frames), driver buffer →\n")
         Console.out("224x224 model input, centre crop. before: full-size conversion into the NV12 pool buffer + scale;\n")
-        Console.out("after: ModelInputConverter (MJPEG: DCT-scaled decode, range table on the input only); gain = before/after;\n")
+        Console.out("after: ModelInputConverter (MJPEG: DCT-scaled decode of the kept region, range table on the input only); gain = before/after;\n")
         Console.out("naive Swift: the before work as per-pixel loops. MJPEG: real JPEG bytes (4:2:2, quality 85).\n")
         Console.out(ConvertBenchmark.header + "\n")
         // On a named thread of its own, as the daemon's workers are: the allocation counter

@@ -1,3 +1,4 @@
+import CYUV
 import Capture
 import Foundation
 import ImageOps
@@ -236,6 +237,81 @@ import Testing
         #expect(Self.meanAbsDiff(old, new).y <= Self.mjpegBound)
     }
 
+    /// The MJPEG path before the region decoder, as it was: TurboJPEG's DCT-scaled planar decode of
+    /// the whole frame, libyuv crop/scale of each plane, the range table.
+    static func previousMJPEGPath(bytes: [UInt8], inputWidth iw: Int = input.width, inputHeight ih: Int = input.height,
+                                  mode: ResizeMode) throws -> NV12Buffer {
+        let out = NV12Buffer(width: iw, height: ih)
+        try bytes.withUnsafeBytes { raw in
+            let header = try JPEGDecoder(maxWidth: 1, maxHeight: 1).header(raw)
+            let decoder = JPEGDecoder(maxWidth: header.width, maxHeight: header.height)
+            let d = ModelInputConverter.dctScaleDenominator(width: header.width, height: header.height, inputWidth: iw,
+                                                            inputHeight: ih, mode: mode)
+            let p = try decoder.decodeScaledPlanes(raw, header: header, denominator: d)
+            let r = NV12Ops.cropRect(source: NV12Layout(width: p.width & ~1, height: p.height & ~1),
+                                     destinationWidth: iw, destinationHeight: ih, mode: mode)
+            let v = out.view
+            ScalePlane(p.y + r.y * p.width + r.x, Int32(p.width), Int32(r.width), Int32(r.height),
+                       v.y, Int32(v.layout.strideY), Int32(iw), Int32(ih), kFilterBilinear)
+            if p.subsampling == .gray {
+                SetPlane(v.uv, Int32(v.layout.strideUV), Int32(iw), Int32(ih / 2), 0x80)
+            } else {
+                let sx = p.subsampling == .s444 ? 1 : 2, sy = p.subsampling == .s420 ? 2 : 1
+                let offset = (r.y / sy) * p.chromaWidth + r.x / sx
+                let u = NV12Buffer(width: iw, height: ih), w = NV12Buffer(width: iw, height: ih)
+                ScalePlane(p.u + offset, Int32(p.chromaWidth), Int32(r.width / sx), Int32(r.height / sy),
+                           u.view.y, Int32(iw / 2), Int32(iw / 2), Int32(ih / 2), kFilterBilinear)
+                ScalePlane(p.v + offset, Int32(p.chromaWidth), Int32(r.width / sx), Int32(r.height / sy),
+                           w.view.y, Int32(iw / 2), Int32(iw / 2), Int32(ih / 2), kFilterBilinear)
+                MergeUVPlane(u.view.y, Int32(iw / 2), w.view.y, Int32(iw / 2), v.uv, Int32(v.layout.strideUV),
+                             Int32(iw / 2), Int32(ih / 2))
+            }
+            FullToLimitedRange().apply(v)
+        }
+        return out
+    }
+
+    /// The region decoder (only the kept columns transformed, rows outside the crop skipped,
+    /// chroma upsampled before scaling) gives the model input the previous MJPEG path gave: the
+    /// same crop, mean |difference| at most 2 in Y and in UV, for landscape, portrait and odd sizes.
+    @Test(arguments: [JPEGSubsampling.s420, .s422, .s444, .gray], ResizeMode.allCases)
+    func regionDecodeMatchesThePreviousMJPEGPath(subsampling: JPEGSubsampling, mode: ResizeMode) throws {
+        for (w, h) in [(640, 480), (1280, 720), (1920, 1080), (1279, 719), (721, 1281), (300, 240)] {
+            let bytes = try JPEGRegionDecoderTests.jpeg(width: w, height: h, sampling: subsampling.regionSampling, quality: 85)
+            let previous = try Self.previousMJPEGPath(bytes: bytes, mode: mode)
+            let converter = ModelInputConverter(maxWidth: w, maxHeight: h, inputWidth: Self.input.width,
+                                                inputHeight: Self.input.height)
+            let out = NV12Buffer(width: Self.input.width, height: Self.input.height)
+            try bytes.withUnsafeBytes { try converter.convert(.mjpeg($0, width: w, height: h), into: out.view, mode: mode) }
+            let d = Self.meanAbsDiff(previous, out)
+            #expect(d.y <= 2 && d.uv <= 2, "\(subsampling) \(w)x\(h) \(mode): mean |previous - region| Y \(d.y), UV \(d.uv)")
+            // Not a trivial agreement: the other mode's framing is far outside the bound.
+            let other = NV12Buffer(width: Self.input.width, height: Self.input.height)
+            try bytes.withUnsafeBytes {
+                try converter.convert(.mjpeg($0, width: w, height: h), into: other.view, mode: mode == .crop ? .stretch : .crop)
+            }
+            #expect(Self.meanAbsDiff(previous, other).y > 4, "\(subsampling) \(w)x\(h): the other mode is as close")
+        }
+    }
+
+    /// 4:4:0 and 4:1:1 JPEGs (which the planar path refused) convert to the picture the 4:4:4 JPEG
+    /// of the same content gives.
+    @Test func unusualSubsamplingsConvertLikeFullChroma() throws {
+        let (w, h) = (1280, 720)
+        let converter = ModelInputConverter(maxWidth: w, maxHeight: h, inputWidth: 224, inputHeight: 224)
+        func convert(_ sampling: JPEGRegionDecoderTests.Sampling) throws -> NV12Buffer {
+            let bytes = try JPEGRegionDecoderTests.jpeg(width: w, height: h, sampling: sampling, quality: 95)
+            let out = NV12Buffer(width: 224, height: 224)
+            try bytes.withUnsafeBytes { try converter.convert(.mjpeg($0, width: w, height: h), into: out.view, mode: .crop) }
+            return out
+        }
+        let full = try convert(.s444)
+        for sampling in [JPEGRegionDecoderTests.Sampling.s440, .s411] {
+            let d = Self.meanAbsDiff(full, try convert(sampling))
+            #expect(d.y <= 1 && d.uv <= 3, "\(sampling): mean |4:4:4 - it| Y \(d.y), UV \(d.uv)")
+        }
+    }
+
     @Test func impossibleRawGeometryIsRefused() throws {
         let converter = ModelInputConverter(maxWidth: 640, maxHeight: 480, inputWidth: 224, inputHeight: 224)
         let out = NV12Buffer(width: 224, height: 224)
@@ -254,6 +330,17 @@ import Testing
             // The same frame with sane geometry converts (grey stays grey).
             try converter.convert(.yuyv(base, stride: 1280, width: 640, height: 480), into: out.view, mode: .crop)
             #expect(abs(NV12Ops.meanLuma(out.view.readOnly) - 128) < 0.5)
+        }
+    }
+}
+
+extension JPEGSubsampling {
+    var regionSampling: JPEGRegionDecoderTests.Sampling {
+        switch self {
+        case .s420: return .s420
+        case .s422: return .s422
+        case .s444: return .s444
+        case .gray: return .gray
         }
     }
 }
