@@ -50,11 +50,15 @@ import Testing
         let long = try run(frames: 400, dir: dir, path: path)
         // Sanity: the counter saw the daemon's threads (inference threads exist and called libraries).
         #expect((long["camclass-infer0.lib"] ?? 0) > 0, "the allocation counter saw no inference thread: \(long)")
-        for thread in Self.hotThreads {
-            let a = short[thread + ".own"] ?? 0, b = long[thread + ".own"] ?? 0
-            // 300 more frames: any per-frame allocation would add ≥ 150 (300 / 2 workers); a few
-            // allow for periodic work (status lines every few seconds).
-            #expect(b - a <= 5, "\(thread): own allocations grew from \(a) to \(b) for 300 more frames")
+        // The workers are counted together: whichever publishes first in a run does the one-time
+        // set-up of publishing (a few allocations), and that is not always the same worker.
+        let workers = Self.hotThreads.filter { $0.hasPrefix("camclass-infer") }
+        let groups = [workers] + Self.hotThreads.filter { !workers.contains($0) }.map { [$0] }
+        for group in groups {
+            let a = group.reduce(0) { $0 + (short[$1 + ".own"] ?? 0) }, b = group.reduce(0) { $0 + (long[$1 + ".own"] ?? 0) }
+            // 300 more frames: any per-frame allocation would add ≥ 300 on the workers together
+            // (≥ 150 on one of them); a few allow for periodic work (status lines every few seconds).
+            #expect(b - a <= 5, "\(group.joined(separator: " + ")): own allocations grew from \(a) to \(b) for 300 more frames")
         }
         // For the record: what libraries (libyuv's scalers, OpenVINO's infer) allocate per frame.
         let libGrowth = Self.hotThreads.reduce(0) { $0 + (long[$1 + ".lib"] ?? 0) - (short[$1 + ".lib"] ?? 0) }
