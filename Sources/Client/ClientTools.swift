@@ -37,9 +37,10 @@ public enum CamclassClient {
             return Session(connection: connection, hello: hello)
         }
 
-        /// Sends `request`; returns the first reply whose type is in `types` (an `error` reply
-        /// throws unless `types` has it), raw and parsed.
-        public func request(_ request: String, expect types: Set<String>, timeoutMs: Int = 5000) throws(ClientError) -> (String, [String: Any]) {
+        /// Sends `request`; returns the first reply whose type is in `types` and that `accept`
+        /// takes (an `error` reply throws unless `types` has it), raw and parsed.
+        public func request(_ request: String, expect types: Set<String>, timeoutMs: Int = 5000,
+                            accept: ([String: Any]) -> Bool = { _ in true }) throws(ClientError) -> (String, [String: Any]) {
             do {
                 try connection.send(line: request)
                 let deadline = Clock.monotonicNs() + UInt64(timeoutMs) * 1_000_000
@@ -49,7 +50,7 @@ public enum CamclassClient {
                         continue
                     }
                     guard let o = object(line), let t = o["type"] as? String else { continue }
-                    if types.contains(t) { return (line, o) }
+                    if types.contains(t) && accept(o) { return (line, o) }
                     if t == "error" {
                         // A request the daemon refused as asked (a bad or unknown name) is a usage error;
                         // a result not there yet may come with a retry.
@@ -100,7 +101,10 @@ public enum CamclassClient {
     /// source); also the hello, to tell whether several sources are configured.
     public static func last(socket: String, source: String? = nil) throws(ClientError) -> (line: String, hello: [String: Any]) {
         let session = try Session.open(socket: socket)
-        return (try session.request(lastRequest(source: source), expect: ["classification"]).0, session.hello)
+        // The reply is marked: a record broadcast before the session's quiet subscribe took effect
+        // is a classification too, and must not be taken for it.
+        return (try session.request(lastRequest(source: source), expect: ["classification"],
+                                    accept: { $0["reply"] as? String == "last" }).0, session.hello)
     }
 
     /// `{"last":{}}`, or `{"last":{"source":"rear"}}`.
