@@ -28,28 +28,15 @@ struct Tail: ParsableCommand {
             Console.err("camclass: cannot read the log '\(path)': \(String(cString: strerror(errno))) (see --log)\n")
             throw ExitCode(ExitStatus.noInput)
         }
-        let follower: LogFollower
-        do {
-            follower = try LogFollower(path: path, lastLines: lines)
-        } catch {
-            Console.err("camclass: \(error)\n")
-            throw ExitCode(error.cause.errno == EACCES ? ExitStatus.noPermission : ExitStatus.unavailable)
-        }
+        let follower = LogFollower(path: path, lastLines: lines)
         // The log has no hello: records name their source once two sources have been seen.
         let human = HumanLine.Renderer()
         func show(_ line: String) {
             Console.out((json || !line.hasPrefix("{") ? line : human.format(jsonLine: line)) + "\n")
         }
-        do {
-            for line in try follower.poll(timeoutMs: 0) { show(line) }
-            // Blocks until the log changes (inotify): an idle log costs no wake-ups. Ctrl-C or
-            // SIGTERM end the process (default dispositions), so nothing else needs waking.
-            while !noFollow {
-                for line in try follower.poll(timeoutMs: -1) { show(line) }
-            }
-        } catch {
-            Console.err("camclass: \(error)\n")
-            throw ExitCode(ExitStatus.unavailable)
+        for line in follower.poll(timeoutMs: 0) { show(line) }
+        while !noFollow {
+            for line in follower.poll(timeoutMs: 500) { show(line) }
         }
     }
 }

@@ -375,13 +375,13 @@ enum LogFiles {
         o.keep = 1000
         let log = RollingLog(options: o, logger: ProtocolTestEnv.quiet)
         try log.start()
-        let follower = try LogFollower(path: dir + "/c.log", lastLines: 0)
+        let follower = LogFollower(path: dir + "/c.log", lastLines: 0)
         let total = 5000
         let followed = Spawned { () -> [Int] in
             var seqs: [Int] = []
             let deadline = Date().addingTimeInterval(60)
             while seqs.count < total && Date() < deadline {
-                for line in try follower.poll(timeoutMs: 100) {
+                for line in follower.poll(timeoutMs: 100) {
                     if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let s = o["seq"] as? Int {
                         seqs.append(s)
                     }
@@ -406,8 +406,8 @@ enum LogFiles {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let text = (0..<50).map { "line \($0)\n" }.joined()
         FileManager.default.createFile(atPath: dir + "/c.log", contents: Data(text.utf8))
-        #expect(try LogFollower(path: dir + "/c.log", lastLines: 3).poll(timeoutMs: 0) == ["line 47", "line 48", "line 49"])
-        #expect(try LogFollower(path: dir + "/c.log", lastLines: nil).poll(timeoutMs: 0).count == 50)
-        #expect(try LogFollower(path: dir + "/c.log", lastLines: 0).poll(timeoutMs: 0).isEmpty)
+        #expect(LogFollower(path: dir + "/c.log", lastLines: 3).poll(timeoutMs: 0) == ["line 47", "line 48", "line 49"])
+        #expect(LogFollower(path: dir + "/c.log", lastLines: nil).poll(timeoutMs: 0).count == 50)
+        #expect(LogFollower(path: dir + "/c.log", lastLines: 0).poll(timeoutMs: 0).isEmpty)
     }
 }
