@@ -40,6 +40,9 @@ public struct PipelineBenchmark: SetUpBenchmark {
         public var rawMedian: Double { median(rawFPS) }
         public var pipelineMedian: Double { median(pipelineFPS) }
         public var ratio: Double { rawMedian > 0 ? pipelineMedian / rawMedian : 0 }
+        /// The median of each round's pipeline/raw: the two halves of a round ran seconds apart, so
+        /// a drift of the shared machine's speed between rounds cancels out (as the sources bench's).
+        public var pairedRatio: Double { median(zip(pipelineFPS, rawFPS).map { $0.1 > 0 ? $0.0 / $0.1 : 0 }) }
         public var addedP50: Double { percentile(addedLatencyMs, 0.50) }
         public var addedP99: Double { percentile(addedLatencyMs, 0.99) }
         public var saturatedP50: Double { percentile(saturatedAddedLatencyMs, 0.50) }

@@ -28,7 +28,7 @@ public struct InferenceOptions: ConfigSection {
     public var precision: InferencePrecision = .auto
     public var performanceHint: PerformanceHint = .throughput
     /// Requests (OpenVINO) or tasks (BPU) in flight, one worker each; 0 = the engine's choice
-    /// (OpenVINO's optimum for the hint; 4 on the BPU, which keeps one BPU core busy).
+    /// (OpenVINO: `OpenVINOEngine.defaultRequests`; 4 on the BPU, which keeps one BPU core busy).
     public var workers = 0
     /// libopenvino_c.so or its directory; "" = search (CAMCLASSD_OPENVINO_LIB, the wheel, …).
     public var openVINOLibrary = ""

@@ -211,3 +211,20 @@ final class AtomicFlagBox: @unchecked Sendable {
         #expect(RollingLog.waitsIdle(previousNs: 5_000_000_000, lastNs: 5_033_000_000, lastWaitBroughtRecords: false))
     }
 }
+
+/// How many OpenVINO requests the pipeline keeps in flight when `inference.workers` is 0.
+@Suite struct OpenVINODefaultRequestsTests {
+    @Test func throughputHintDoublesTheOptimumSoAStreamNeverWaitsForAWorker() {
+        #expect(OpenVINOEngine.defaultRequests(optimal: 2, hint: "throughput") == 4)
+        #expect(OpenVINOEngine.defaultRequests(optimal: 4, hint: "THROUGHPUT") == 8)
+    }
+
+    @Test func latencyHintKeepsTheOptimum() {
+        #expect(OpenVINOEngine.defaultRequests(optimal: 1, hint: "latency") == 1)
+    }
+
+    @Test func anOptimumOpenVINODidNotReportCountsAsOne() {
+        #expect(OpenVINOEngine.defaultRequests(optimal: 0, hint: "throughput") == 2)
+        #expect(OpenVINOEngine.defaultRequests(optimal: 0, hint: "latency") == 1)
+    }
+}
