@@ -1,15 +1,18 @@
 import CTurboJPEG
 import CYUV
 
-/// JPEG chroma subsampling (UVC cameras send 4:2:2 MJPEG; photos are mostly 4:2:0).
+/// JPEG chroma subsampling (UVC cameras send 4:2:2 MJPEG; photos are mostly 4:2:0; 4:4:0 and 4:1:1
+/// are rare, and only `JPEGRegionDecoder` reads them).
 public enum JPEGSubsampling: Sendable, CaseIterable {
-    case s420, s422, s444, gray
+    case s420, s422, s444, s440, s411, gray
 
     var tj: Int32 {
         switch self {
         case .s420: return Int32(TJSAMP_420.rawValue)
         case .s422: return Int32(TJSAMP_422.rawValue)
         case .s444: return Int32(TJSAMP_444.rawValue)
+        case .s440: return Int32(TJSAMP_440.rawValue)
+        case .s411: return Int32(TJSAMP_411.rawValue)
         case .gray: return Int32(TJSAMP_GRAY.rawValue)
         }
     }

@@ -1,29 +1,14 @@
 import CTurboJPEG
 import Foundation
-import ImageOps
+@testable import ImageOps
 import Testing
 
 /// `JPEGRegionDecoder` (libjpeg's API through Sources/CJPEGRegion: DCT scaling, cropped columns,
 /// skipped rows, early stop) against whole-image decodes, and its handling of bad input.
 @Suite struct JPEGRegionDecoderTests {
-    enum Sampling: String, CaseIterable, CustomTestStringConvertible {
-        case s444, s422, s420, s440, s411, gray
-        var testDescription: String { rawValue }
-        var tj: Int32 {
-            switch self {
-            case .s444: return Int32(TJSAMP_444.rawValue)
-            case .s422: return Int32(TJSAMP_422.rawValue)
-            case .s420: return Int32(TJSAMP_420.rawValue)
-            case .s440: return Int32(TJSAMP_440.rawValue)
-            case .s411: return Int32(TJSAMP_411.rawValue)
-            case .gray: return Int32(TJSAMP_GRAY.rawValue)
-            }
-        }
-    }
-
     /// A `width` x `height` JPEG (any size, odd included) of smooth colour waves and hard-edged
     /// blocks, encoded by libjpeg-turbo from RGB.
-    static func jpeg(width w: Int, height h: Int, sampling: Sampling, quality: Int32 = 90, progressive: Bool = false) throws -> [UInt8] {
+    static func jpeg(width w: Int, height h: Int, sampling: JPEGSubsampling, quality: Int32 = 90, progressive: Bool = false) throws -> [UInt8] {
         // Separable waves (one sin/cos per row and column) keep this quick in debug builds.
         let colR = (0..<w).map { 100 * sin(Double($0) / Double(w) * 9) }, rowR = (0..<h).map { cos(Double($0) / Double(h) * 5) }
         let colG = (0..<w).map { Double($0) / Double(w) * 5 }, rowG = (0..<h).map { Double($0) / Double(h) * 7 }
@@ -80,8 +65,8 @@ import Testing
     /// Decoding a region (columns cropped, rows above skipped, rows below never decoded) gives
     /// exactly the pixels of the same rectangle of the whole scaled image, for every subsampling,
     /// every DCT scale and odd image sizes; regions start off the iMCU grid and touch the edges.
-    @Test(arguments: Sampling.allCases, [1, 2, 4, 8])
-    func regionIsTheSameRectangleOfTheWholeImage(sampling: Sampling, denominator d: Int) throws {
+    @Test(arguments: JPEGSubsampling.allCases, [1, 2, 4, 8])
+    func regionIsTheSameRectangleOfTheWholeImage(sampling: JPEGSubsampling, denominator d: Int) throws {
         for (w, h) in [(1279, 719), (640, 480), (333, 501)] {
             let bytes = try Self.jpeg(width: w, height: h, sampling: sampling)
             let decoder = JPEGRegionDecoder(maxWidth: w, maxHeight: h)
@@ -111,8 +96,7 @@ import Testing
     @Test(arguments: [JPEGSubsampling.s444, .s422, .s420], [1, 2, 4, 8])
     func wholeImageMatchesTurboJPEGPlanes(subsampling: JPEGSubsampling, denominator d: Int) throws {
         let (w, h) = (640, 480)
-        let sampling: Sampling = subsampling == .s444 ? .s444 : subsampling == .s422 ? .s422 : .s420
-        let bytes = try Self.jpeg(width: w, height: h, sampling: sampling)
+        let bytes = try Self.jpeg(width: w, height: h, sampling: subsampling)
         let region = JPEGRegionDecoder(maxWidth: w, maxHeight: h)
         let reference = JPEGDecoder(maxWidth: w, maxHeight: h)
         try bytes.withUnsafeBytes { raw in

@@ -277,7 +277,7 @@ import Testing
     @Test(arguments: [JPEGSubsampling.s420, .s422, .s444, .gray], ResizeMode.allCases)
     func regionDecodeMatchesThePreviousMJPEGPath(subsampling: JPEGSubsampling, mode: ResizeMode) throws {
         for (w, h) in [(640, 480), (1280, 720), (1920, 1080), (1279, 719), (721, 1281), (300, 240)] {
-            let bytes = try JPEGRegionDecoderTests.jpeg(width: w, height: h, sampling: subsampling.regionSampling, quality: 85)
+            let bytes = try JPEGRegionDecoderTests.jpeg(width: w, height: h, sampling: subsampling, quality: 85)
             let previous = try Self.previousMJPEGPath(bytes: bytes, mode: mode)
             let converter = ModelInputConverter(maxWidth: w, maxHeight: h, inputWidth: Self.input.width,
                                                 inputHeight: Self.input.height)
@@ -299,14 +299,14 @@ import Testing
     @Test func unusualSubsamplingsConvertLikeFullChroma() throws {
         let (w, h) = (1280, 720)
         let converter = ModelInputConverter(maxWidth: w, maxHeight: h, inputWidth: 224, inputHeight: 224)
-        func convert(_ sampling: JPEGRegionDecoderTests.Sampling) throws -> NV12Buffer {
+        func convert(_ sampling: JPEGSubsampling) throws -> NV12Buffer {
             let bytes = try JPEGRegionDecoderTests.jpeg(width: w, height: h, sampling: sampling, quality: 95)
             let out = NV12Buffer(width: 224, height: 224)
             try bytes.withUnsafeBytes { try converter.convert(.mjpeg($0, width: w, height: h), into: out.view, mode: .crop) }
             return out
         }
         let full = try convert(.s444)
-        for sampling in [JPEGRegionDecoderTests.Sampling.s440, .s411] {
+        for sampling in [JPEGSubsampling.s440, .s411] {
             let d = Self.meanAbsDiff(full, try convert(sampling))
             #expect(d.y <= 1 && d.uv <= 3, "\(sampling): mean |4:4:4 - it| Y \(d.y), UV \(d.uv)")
         }
@@ -330,17 +330,6 @@ import Testing
             // The same frame with sane geometry converts (grey stays grey).
             try converter.convert(.yuyv(base, stride: 1280, width: 640, height: 480), into: out.view, mode: .crop)
             #expect(abs(NV12Ops.meanLuma(out.view.readOnly) - 128) < 0.5)
-        }
-    }
-}
-
-extension JPEGSubsampling {
-    var regionSampling: JPEGRegionDecoderTests.Sampling {
-        switch self {
-        case .s420: return .s420
-        case .s422: return .s422
-        case .s444: return .s444
-        case .gray: return .gray
         }
     }
 }
