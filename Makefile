@@ -207,13 +207,14 @@ deb-package:
 	  BIN_DIR=$(BIN_DIR) NO_BUILD=1
 	packaging/build-deb.sh $(DEB_OUT)/root $(DEB_OUT)
 
-# Acceptance figures: Lite0's row (raw engine vs daemon, stage split), Lite0 with 1, 2 and 4
+# Acceptance figures: Lite0's row (raw engine vs daemon in 9 alternating rounds, as single rounds scatter
+# ±10 % on a shared machine; stage split), Lite0 with 1, 2 and 4
 # unpaced replay sources on one engine (aggregate FPS vs one source, min/max per-source share), the
 # 15-model table when $(SEED_MODELS) holds the exports, camclassd vs the Python peer on the same
 # frames, and eval.
 bench: deps models build bench-deps eval-photos
 	@mkdir -p $(BENCH_OUT)
-	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) \
+	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) --rounds 9 \
 	  --json $(BENCH_OUT)/lite0.json --markdown $(BENCH_OUT)/lite0.md
 	CAMCLASSD_OPENVINO_LIB=$(OV_LIBS) .build/release/camclass bench --model $(MODEL) --sources 1,2,4 --rounds 5 \
 	  --json $(BENCH_OUT)/sources.json --markdown $(BENCH_OUT)/sources.md
