@@ -66,12 +66,13 @@ final class ConstantScoresEngineDouble: InferenceEngine, @unchecked Sendable {
 
         let feeder = RecordFeeder(sinks: [pub])
         let sample: [(Int, Float)] = [(285, 0.4), (281, 0.3), (282, 0.1), (7, 0.05), (8, 0.01)]
-        var slowest: UInt64 = 0
+        var took: [UInt64] = []
+        took.reserveCapacity(5000)
         func publish(_ n: Int) {
             for _ in 0..<n {
                 let t0 = Clock.monotonicNs()
                 feeder.publish(top: sample)
-                slowest = max(slowest, Clock.monotonicNs() - t0)
+                took.append(Clock.monotonicNs() - t0)
                 usleep(400)
             }
         }
@@ -99,18 +100,32 @@ final class ConstantScoresEngineDouble: InferenceEngine, @unchecked Sendable {
         // After resuming it gets the stream again without gaps to the end.
         expectSeqs(Array(delivered.suffix(1000)), 4000..<5000, "the stuck subscriber after resuming")
         #expect(stuckStream.droppedTotal == told, "the last dropped record's total counts every loss")
-        // The publishing worker never waited for anyone.
-        #expect(slowest < 20_000_000, "publish() took \(Double(slowest) / 1e6) ms once")
+        // The publishing worker never waited for anyone. Wall time includes the test thread being
+        // preempted: on a loaded 2-core machine p99 is about one scheduler slice (≤ 4.2 ms under
+        // stress-ng, while publish() never waited more than 0.3 ms for the journal lock) and a
+        // single call took up to 140 ms. So the typical call is bounded by p99, and the worst one
+        // well above a preemption yet far below what waiting for the stuck subscriber would cost
+        // (it reads nothing until all 4000 are published: such a publish() would never return).
+        took.sort()
+        let p99 = took[took.count * 99 / 100], slowest = took[took.count - 1]
+        #expect(p99 < 10_000_000, "publish() p99 \(Double(p99) / 1e6) ms")
+        #expect(slowest < 500_000_000, "publish() took \(Double(slowest) / 1e6) ms once")
     }
 
     /// The whole pipeline (test-double engine, real socket and log): a stuck subscriber does not
     /// change the pipeline's throughput, and the log and a reading subscriber get every record.
+    /// A reader never loses a record silently; one it loses because it was itself descheduled
+    /// too long is counted and announced, and only makes that pair of runs not count.
     @Test func pipelineThroughputIsUnchangedByAStuckSubscriber() async throws {
-        func run(stuck: Bool) async throws -> (fps: Double, good: [Int], logged: Int, stuckDropped: Int) {
+        func run(stuck: Bool) async throws -> (fps: Double, reader: ReaderLog, logged: Int, stuckDropped: Int) {
             let dir = TestEnv.tempDir("bp-pipe")
             defer { try? FileManager.default.removeItem(atPath: dir) }
             var so = SocketOptions(path: dir + "/s.sock")
-            so.subscriberBufferBytes = 8192
+            // 128 KiB holds ~300 of these records: the stuck subscriber still loses most of the
+            // 1500, while the reader may fall ~0.3 s behind (a loaded 2-core machine deschedules
+            // it for tens of ms) without losing any. 8 KiB (~20 records, 20-40 ms at this rate)
+            // made a healthy reader lose records in ~1 run in 10 under load, stuck one or not.
+            so.subscriberBufferBytes = 128 * 1024
             so.kernelSendBufferBytes = 4096
             let socket = UnixSocketPublisher(options: so, logger: ProtocolTestEnv.quiet)
             var lo = RollingLogOptions(path: dir + "/c.log")
@@ -130,42 +145,73 @@ final class ConstantScoresEngineDouble: InferenceEngine, @unchecked Sendable {
             var stuckClient: TestClient?
             if stuck { stuckClient = try TestClient.connect(dir + "/s.sock").0 }
             #expect(ProtocolTestEnv.waitUntil { socket.subscriberCount == (stuck ? 2 : 1) })
-            let seqs = Spawned { () -> [Int] in
-                var out: [Int] = []
-                while let o = try good.next(timeoutMs: 3000) {
-                    if o["type"] as? String == "classification", let s = o["seq"] as? Int { out.append(s) }
-                    if out.count == 1500 { break }
-                }
-                return out
-            }
+            // Without a JSON parser: a debug build's JSONSerialization is slow enough on a loaded
+            // machine to make the reader itself the slow subscriber.
+            let reader = Spawned { try ProtocolConformanceTests.readAccounted(good, records: 1500) }
             let t0 = Clock.monotonicNs()
             try pipeline.start()
             try await onThread { pipeline.wait() }
             let fps = 1500 / (Double(Clock.monotonicNs() - t0) / 1e9)
-            let got = try await seqs.value
-            let dropped = socket.subscriberStats.map(\.dropped).max() ?? 0
+            // The end marker once the reader (the first subscriber) has every record in hand or
+            // counted as lost, so that it has room for the marker and the `dropped` record owed.
+            let expected = socket.publishedCount
+            #expect(ProtocolTestEnv.waitUntil(timeoutMs: 20_000) {
+                socket.subscriberStats.first.map { $0.delivered + $0.dropped + $0.filtered == expected && $0.buffered == 0 } ?? false
+            }, "the reader did not take what was published: \(socket.subscriberStats)")
+            var end = "{\"type\":\"end\"}\n"
+            end.withUTF8 { socket.publish(UnsafeRawBufferPointer($0)) }
+            let got = try await reader.value
+            let stats = socket.subscriberStats
             socket.stop(flushTimeoutMs: 100)
             log.stop()
             _ = stuckClient
+            // Records a reader loses must be ones the daemon counted and told it about, never
+            // silently missing (a torn, merged or skipped record).
+            #expect(got.sawEnd, "the reader never got the end marker: \(got)")
+            #expect(got.silentlyLost == 0 && got.outOfOrder.isEmpty, "stuck=\(stuck): \(got)")
+            #expect(got.told == stats.first?.dropped, "told \(got.told), the daemon counted \(stats.first?.dropped ?? -1)")
             let text = try String(contentsOfFile: dir + "/c.log", encoding: .utf8)
             let logged = text.split(separator: "\n").filter { $0.hasPrefix("{\"type\":\"classification\"") }.count
-            return (fps, got, logged, dropped)
+            return (fps, got, logged, stats.dropFirst().first?.dropped ?? 0)
         }
         // Pairs of runs back to back; the machine is shared (other suites run in parallel), so a
-        // pair may be disturbed: up to three pairs, and one within 20 % shows the stuck subscriber
-        // costs nothing (a publisher that blocked on it would stall for good, not by 20 %).
-        var pairs: [(Double, Double)] = []
+        // pair may be disturbed: up to three pairs, and one within 20 % where both readers got
+        // every record shows the stuck subscriber costs nothing (a publisher that blocked on it
+        // would stall for good, not by 20 %; one that let it use the reader's room would make the
+        // reader lose records in every pair, not in a pair disturbed by a stall of the reader).
+        struct Pair: CustomStringConvertible {
+            var fps: (free: Double, withStuck: Double)
+            var readerLost: (free: Int, withStuck: Int)
+            var clean: Bool { fps.withStuck > fps.free * 0.8 && readerLost == (0, 0) }
+            var description: String { "fps \(fps), reader told it lost \(readerLost)" }
+        }
+        var pairs: [Pair] = []
         for _ in 0..<3 {
             let free = try await run(stuck: false)
             let withStuck = try await run(stuck: true)
-            expectSeqs(free.good, 0..<1500, "reading subscriber without a stuck one")
-            expectSeqs(withStuck.good, 0..<1500, "reading subscriber beside a stuck one")
             #expect(free.logged == 1500 && withStuck.logged == 1500)
-            #expect(withStuck.stuckDropped > 1000, "the stuck subscriber should have lost most records")
-            pairs.append((free.fps, withStuck.fps))
-            if withStuck.fps > free.fps * 0.8 { break }
+            #expect(withStuck.stuckDropped > 1000, "the stuck subscriber should have lost most records: \(withStuck.stuckDropped)")
+            pairs.append(Pair(fps: (free.fps, withStuck.fps), readerLost: (free.reader.told, withStuck.reader.told)))
+            if pairs.last!.clean { break }
         }
-        #expect(pairs.contains { $0.1 > $0.0 * 0.8 }, "fps with / without a stuck subscriber: \(pairs)")
+        #expect(pairs.contains { $0.clean }, "no pair where the reader beside a stuck subscriber got every record at ≥ 80 % of the fps: \(pairs)")
+    }
+}
+
+/// A reading subscriber's account of a run: what it got, and whether each record it did not get
+/// was announced by a `dropped` record before the next one (docs/protocol.md).
+struct ReaderLog: Sendable, CustomStringConvertible {
+    var seqs = 0
+    /// The sum of the `dropped` counts it was sent.
+    var told = 0
+    /// Classification records missing beyond what the `dropped` records before the next one count.
+    var silentlyLost = 0
+    var firstSilentGap: Range<Int>?
+    var outOfOrder: [Int] = []
+    var sawEnd = false
+
+    var description: String {
+        "got \(seqs), told of \(told) lost, silently lost \(silentlyLost) (first gap \(firstSilentGap.map { "\($0)" } ?? "none")), out of order \(outOfOrder.prefix(5)), end \(sawEnd)"
     }
 }
 
@@ -174,6 +220,43 @@ extension ProtocolConformanceTests {
         var seqs: [Int] = []
         var dropped: [Int] = []
         var droppedTotal = 0
+    }
+
+    /// Reads until the `end` marker, checking that the classification seqs `0..<records` arrive
+    /// in order and that every gap is covered by the `dropped` counts received since the record
+    /// before it (a `dropped` record may also count lost non-classification records).
+    static func readAccounted(_ c: TestClient, records: Int) throws -> ReaderLog {
+        var log = ReaderLog()
+        var next = 0
+        var toldSince = 0
+        func account(upTo s: Int) {
+            let missing = s - next
+            guard missing > toldSince else { return }
+            log.silentlyLost += missing - toldSince
+            if log.firstSilentGap == nil { log.firstSilentGap = next..<s }
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            guard let line = try c.connection.readLine(timeoutMs: 500) else { if c.connection.atEOF { break }; continue }
+            switch QuickRecord(line) {
+            case .classification(let seq):
+                log.seqs += 1
+                if seq < next { log.outOfOrder.append(seq); continue }
+                account(upTo: seq)
+                next = seq + 1
+                toldSince = 0
+            case .dropped(let count, _):
+                log.told += count
+                toldSince += count
+            case .end:
+                account(upTo: records)
+                log.sawEnd = true
+                return log
+            case .other: break
+            }
+        }
+        account(upTo: records)
+        return log
     }
 
     /// Classification seqs and `dropped` counts until the `end` marker.
