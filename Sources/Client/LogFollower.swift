@@ -355,15 +355,19 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
     }
 
     private func checkRotation(into out: inout [String]) {
-        guard let now = Self.identify(path) else { return }  // between rename and re-create: the re-create wakes us
-        if now == current {
-            var st = stat()
-            if stat(path, &st) == 0 && Int(st.st_size) < offset {  // truncated in place
-                lseek(fd, 0, SEEK_SET)
-                offset = 0
+        var st = stat()
+        if stat(path, &st) == 0 {
+            if FileID(ino: st.st_ino, dev: st.st_dev) == current {
+                if Int(st.st_size) < offset {  // truncated in place
+                    lseek(fd, 0, SEEK_SET)
+                    offset = 0
+                }
+                return
             }
-            return
+        } else if fstat(fd, &st) != 0 || st.st_nlink == 0 {
+            return  // removed (`keep` 0, or by hand): the new file's creation wakes us
         }
+        // Otherwise renamed away (and the new file not created yet, or created).
         // Rotated. The writer is done with a file once it renamed it, so what it wrote is all
         // there: finish the old file first.
         readAvailable(into: &out)
@@ -373,9 +377,13 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
         }
         // The renames may still be going on (the writer shifts `path.N` … `path.1` up by one, then
         // renames the file to `path.1`): a picture is retried until it holds still, 1 ms apart.
+        // Its first bytes identify it once compressed (`log.gzip`).
+        var head = [UInt8](repeating: 0, count: 4096)
+        let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        head.removeSubrange(max(0, got)...)
         for attempt in 0..<Self.catchUpAttempts {
             if attempt > 0 { usleep(1000) }
-            if catchUp(into: &out) { return }
+            if catchUp(head: head, into: &out) { return }
         }
         // Renames without end for seconds: follow the current file as it is.
         openCurrent()
@@ -436,7 +444,9 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
     /// the writer's every state — a rotation half done included (a hole in the numbering, or no
     /// `path` yet) — the files newer than the followed one are then exactly those below it and
     /// `path`, newest at the lowest number.
-    private func catchUp(into out: inout [String]) -> Bool {
+    /// `head`: the followed file's first bytes. The followed file is read to its end; it is
+    /// known by its identity (`current`), its descriptor may be closed when descriptors run out.
+    private func catchUp(head: [UInt8], into out: inout [String]) -> Bool {
         let before = scanSlots(count: nil)
         let currentBefore = Self.identify(path)
         var ours = before.firstIndex { $0.plain == current }.map { $0 + 1 }
@@ -444,14 +454,6 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
         var opened = 0
         func release() {
             for case .open(let f) in found.values { close(f) }
-        }
-        // The followed file compressed after it was rotated: it is the `.gz` whose contents start
-        // as it does (read from the descriptor still open on it).
-        var head: [UInt8] = []
-        if ours == nil {
-            head = [UInt8](repeating: 0, count: 4096)
-            let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-            head.removeSubrange(max(0, got)...)
         }
         for (i, slot) in before.enumerated() {
             let j = i + 1
@@ -478,6 +480,7 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
             } else if slot.gz != nil {
                 // Complete once under this name (it is written under a temporary one).
                 guard let bytes = try? Gzip.decompress(file: "\(path).\(j).gz") else { continue }  // corrupt: nothing to read
+                // The followed file compressed after it was rotated: the `.gz` that starts as it does.
                 if ours == nil && !head.isEmpty && bytes.starts(with: head) {
                     ours = j
                     break
@@ -485,35 +488,80 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
                 found[j] = .contents(bytes)
             }
         }
-        let next = open(path, O_RDONLY | O_CLOEXEC)
+        var next = open(path, O_RDONLY | O_CLOEXEC)
+        if next < 0 && (errno == EMFILE || errno == ENFILE) && fd >= 0 {
+            // Descriptors used up (a low `ulimit -n`): the followed file's can go.
+            close(fd)
+            fd = -1
+            next = open(path, O_RDONLY | O_CLOEXEC)
+        }
         var nextID: FileID?
         if next >= 0 {
             var st = stat()
             fstat(next, &st)
             nextID = FileID(ino: st.st_ino, dev: st.st_dev)
-        } else if errno != ENOENT {
-            nextID = currentBefore  // there but unreadable for now: `poll` opens it later
         }
         guard nextID == currentBefore, scanSlots(count: before.count) == before, Self.identify(path) == currentBefore else {
             release()
             if next >= 0 { close(next) }
             return false
         }
-        // Not found (deleted: beyond `keep`, or `keep` 0): nothing to recover.
-        if let k = ours {
+        guard let k = ours else {
+            // Not found (deleted: beyond `keep`, or `keep` 0): nothing to recover.
+            release()
+            guard next >= 0 else { return true }  // nothing to follow yet: `path`'s creation wakes us
+            adopt(next)
+            readAvailable(into: &out)
+            return true
+        }
+        if next < 0 {
+            // Renamed away, not re-created yet. Following nothing until it is would lose track:
+            // by the time we look again, more rotations may have passed. So the newest rotated
+            // file becomes the followed one (read to its end); the next rotation check finds it.
+            let newest = (1..<k).first { found[$0] != nil }
+            if let n = newest, case .contents = found[n] {
+                release()  // compressed meanwhile (log.gzip): look again once `path` is back
+                return false
+            }
+            if newest == nil && fd < 0 {
+                // Still the newest, but its descriptor was closed: open it again where it is now.
+                let f = open("\(path).\(k)", O_RDONLY | O_CLOEXEC)
+                var st = stat()
+                guard f >= 0, fstat(f, &st) == 0, FileID(ino: st.st_ino, dev: st.st_dev) == current else {
+                    if f >= 0 { close(f) }
+                    return false
+                }
+                fd = f
+                offset = Int(lseek(f, 0, SEEK_END))
+                watchFile()
+            }
             for j in stride(from: k - 1, through: 1, by: -1) {
                 switch found[j] {
                 case .open(let f):
-                    emitWhole(Self.readAll(f) ?? [], into: &out)
-                    close(f)
+                    let bytes = Self.readAll(f) ?? []
+                    emitWhole(bytes, into: &out)
+                    if j == newest {
+                        adopt(f)
+                        offset = bytes.count
+                    } else {
+                        close(f)
+                    }
                 case .contents(let bytes): emitWhole(bytes, into: &out)
                 case nil: break
                 }
             }
-        } else {
-            release()
+            return true  // newest nil: the followed file is the newest, and stays followed
         }
-        adopt(next)  // -1: `path` not re-created yet; it is followed from its start once it is
+        for j in stride(from: k - 1, through: 1, by: -1) {
+            switch found[j] {
+            case .open(let f):
+                emitWhole(Self.readAll(f) ?? [], into: &out)
+                close(f)
+            case .contents(let bytes): emitWhole(bytes, into: &out)
+            case nil: break
+            }
+        }
+        adopt(next)
         readAvailable(into: &out)
         return true
     }

@@ -247,6 +247,40 @@ import WireFormat
         #expect(follower.poll(timeoutMs: 5000) == ["f3"])
     }
 
+    /// Caught up while the log is renamed away and not re-created yet (the writer renames, then
+    /// creates): the follower keeps track through the newest rotated file, so rotations that
+    /// pass before it looks again lose nothing (following "nothing" until the new file appeared
+    /// would have skipped the files rotated meanwhile).
+    @Test func rotationsWhileTheLogIsMissingLoseNothing() throws {
+        let dir = TestEnv.tempDir("follow-gap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = dir + "/c.log"
+        Self.append(log, "x1\n")
+        let follower = LogFollower(path: log, lastLines: nil)
+        #expect(follower.poll(timeoutMs: 0) == ["x1"])
+        func rotate() {
+            for j in stride(from: 9, through: 1, by: -1) where access("\(log).\(j)", F_OK) == 0 {
+                #expect(rename("\(log).\(j)", "\(log).\(j + 1)") == 0)
+            }
+            #expect(rename(log, log + ".1") == 0)
+        }
+        Self.append(log, "x2\n")
+        rotate()
+        Self.append(log, "f1\n")
+        rotate()  // the follower is two behind, and there is no c.log
+        #expect(Self.collect(follower, 2) == ["x2", "f1"])
+        #expect(follower.poll(timeoutMs: 20).isEmpty)
+        // Two more rotations before it looks again.
+        Self.append(log, "f2\n")
+        rotate()
+        Self.append(log, "f3\n")
+        rotate()
+        Self.append(log, "f4\n")
+        #expect(Self.collect(follower, 3) == ["f2", "f3", "f4"])
+        Self.append(log, "f5\n")
+        #expect(follower.poll(timeoutMs: 5000) == ["f5"])
+    }
+
     /// Fallen behind with compressed rotated files (`log.gzip`): the followed file is now only
     /// `c.log.2.gz`; the files after it are read from `.1.gz`, then the current one.
     @Test func aCompressedRotatedFileIsRead() throws {
