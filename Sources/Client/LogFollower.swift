@@ -367,9 +367,8 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
         } else if fstat(fd, &st) != 0 || st.st_nlink == 0 {
             return  // removed (`keep` 0, or by hand): the new file's creation wakes us
         }
-        // Otherwise renamed away (and the new file not created yet, or created).
-        // Rotated. The writer is done with a file once it renamed it, so what it wrote is all
-        // there: finish the old file first.
+        // Rotated: renamed away (the new file created, or not yet). The writer is done with a file
+        // once it renamed it, so what it wrote is all there: finish the old file first.
         readAvailable(into: &out)
         if !partial.isEmpty {
             out.append(String(decoding: partial, as: UTF8.self))
@@ -377,7 +376,7 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
         }
         // The renames may still be going on (the writer shifts `path.N` … `path.1` up by one, then
         // renames the file to `path.1`): a picture is retried until it holds still, 1 ms apart.
-        // Its first bytes identify it once compressed (`log.gzip`).
+        // The old file's first bytes identify it once compressed (`log.gzip`).
         var head = [UInt8](repeating: 0, count: 4096)
         let got = head.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         head.removeSubrange(max(0, got)...)
@@ -438,12 +437,13 @@ public final class LogFollower: @unchecked Sendable {  // used by one thread at 
     ///
     /// Why this is right whatever the writer is doing: the names (`path.1 …` up to the followed
     /// file, and `path`) are looked at once, the files opened, then the names looked at again.
-    /// Each rename changes two of the names at once and each step of the writer changes at least
-    /// one, so two looks that agree name for name (the first wholly before the second) mean
-    /// nothing changed between them: the files opened in between are one consistent picture. In
-    /// the writer's every state — a rotation half done included (a hole in the numbering, or no
-    /// `path` yet) — the files newer than the followed one are then exactly those below it and
-    /// `path`, newest at the lowest number.
+    /// Each step of the writer changes at least one of them (a rename two at once), so two looks
+    /// that agree name for name (the first wholly before the second) mean nothing changed between
+    /// them — a name seen empty twice could have been filled and emptied again only by a second
+    /// rotation, which would have moved the followed file first. The files opened in between are
+    /// one consistent picture. In the writer's every state — a rotation half done included (a hole
+    /// in the numbering, or no `path` yet) — the files newer than the followed one are then
+    /// exactly those below it and `path`, newest at the lowest number.
     /// `head`: the followed file's first bytes. The followed file is read to its end; it is
     /// known by its identity (`current`), its descriptor may be closed when descriptors run out.
     private func catchUp(head: [UInt8], into out: inout [String]) -> Bool {
