@@ -28,15 +28,20 @@ struct Tail: ParsableCommand {
             Console.err("camclass: cannot read the log '\(path)': \(String(cString: strerror(errno))) (see --log)\n")
             throw ExitCode(ExitStatus.noInput)
         }
-        let follower = LogFollower(path: path, lastLines: lines)
+        // inotify refused (limits reached): polling still follows the log, so say so and go on.
+        let follower = LogFollower(path: path, lastLines: lines, waiting: noFollow ? .polling : .inotify) { error in
+            Console.err("camclass: warning: \(error); following it by looking every 20 ms instead\n")
+        }
         // The log has no hello: records name their source once two sources have been seen.
         let human = HumanLine.Renderer()
         func show(_ line: String) {
             Console.out((json || !line.hasPrefix("{") ? line : human.format(jsonLine: line)) + "\n")
         }
         for line in follower.poll(timeoutMs: 0) { show(line) }
+        // Blocks until the log changes (inotify): an idle log costs no wake-ups. Ctrl-C or
+        // SIGTERM end the process (default dispositions), so nothing else needs waking.
         while !noFollow {
-            for line in follower.poll(timeoutMs: 500) { show(line) }
+            for line in follower.poll(timeoutMs: -1) { show(line) }
         }
     }
 }

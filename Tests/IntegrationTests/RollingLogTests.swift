@@ -401,6 +401,43 @@ enum LogFiles {
         expectSeqs(seqs, 0..<total, "followed")
     }
 
+    /// The same with `log.gzip`: the followed file and the ones after it are compressed (and
+    /// their plain form removed) while the follower is behind; it reads them from the `.gz`.
+    @Test func followerReadsAcrossCompressedRotations() async throws {
+        let dir = TestEnv.tempDir("follow-gz")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = RollingLogOptions(path: dir + "/c.log")
+        o.maxBytes = 4 * 1024
+        o.keep = 1000
+        o.gzip = true
+        let log = RollingLog(options: o, logger: ProtocolTestEnv.quiet)
+        try log.start()
+        let follower = LogFollower(path: dir + "/c.log", lastLines: 0)
+        let total = 3000
+        let followed = Spawned { () -> [Int] in
+            var seqs: [Int] = []
+            let deadline = Date().addingTimeInterval(60)
+            while seqs.count < total && Date() < deadline {
+                for line in follower.poll(timeoutMs: 100) {
+                    if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let s = o["seq"] as? Int {
+                        seqs.append(s)
+                    }
+                }
+                if seqs.count % 1000 < 20 { usleep(150_000) }  // fall behind now and then
+            }
+            return seqs
+        }
+        let feeder = RecordFeeder(sinks: [log])
+        for _ in 0..<total {
+            feeder.publish(top: [(1, 0.5)])
+            usleep(150)
+        }
+        let seqs = try await followed.value
+        log.stop()
+        #expect(log.currentStats.gzipped > 50, "\(log.currentStats)")
+        expectSeqs(seqs, 0..<total, "followed")
+    }
+
     @Test func followerStartsWithTheLastLines() throws {
         let dir = TestEnv.tempDir("follow-last")
         defer { try? FileManager.default.removeItem(atPath: dir) }
