@@ -256,8 +256,13 @@ final class FakeDaemonSocket: @unchecked Sendable {
     private var lines: [String] = []
     private var thread: Thread?
 
-    init(path: String, hello: String) throws {
+    /// A line written before each `status` reply (nil: none): a record broadcast to every
+    /// subscriber that reaches the client before its reply, as a busy daemon's may.
+    private let beforeStatusReply: String?
+
+    init(path: String, hello: String, beforeStatusReply: String? = nil) throws {
         self.path = path
+        self.beforeStatusReply = beforeStatusReply
         listenFD = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
@@ -287,6 +292,7 @@ final class FakeDaemonSocket: @unchecked Sendable {
                 lock.withLock { lines.append(line) }
                 if line.hasPrefix("{\"subscribe\"") { write(#"{"type":"subscribed","filter":{}}"#) }
                 if line.hasPrefix("{\"status\"") {
+                    if let beforeStatusReply { write(beforeStatusReply) }
                     write(#"{"type":"status","time":"2026-11-23T09:20:00.000000Z","source":{"name":"/dev/video0","state":"streaming"},"fps":{"in":30.0,"out":30.0,"window_s":10.0},"stable":"cat"}"#)
                 }
             }

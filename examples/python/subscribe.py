@@ -62,10 +62,12 @@ def main():
     if args.status or args.last:
         send(sock, {"subscribe": {"classifications": False, "events": []}})  # replies only
         send(sock, {"status": {}} if args.status else {"last": {}})
+        # Records broadcast before the quiet subscribe took effect may come first: take the reply
+        # only (a status record, or the classification marked "reply":"last").
         for r in records:
             if r["type"] == "error":
                 sys.exit(f"camclassd: {r['error']}")
-            if r["type"] in ("status", "classification"):
+            if (r["type"] == "status") if args.status else (r.get("reply") == "last"):
                 print(json.dumps(r))
                 return
 
