@@ -368,52 +368,31 @@ enum LogFiles {
     /// `camclass tail`'s follower: all records once, in order, across many rotations, even when
     /// it falls behind by whole files.
     @Test func followerReadsAcrossRotations() async throws {
-        let dir = TestEnv.tempDir("follow")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        var o = RollingLogOptions(path: dir + "/c.log")
-        o.maxBytes = 4 * 1024
-        o.keep = 1000
-        let log = RollingLog(options: o, logger: ProtocolTestEnv.quiet)
-        try log.start()
-        let follower = LogFollower(path: dir + "/c.log", lastLines: 0)
-        let total = 5000
-        let followed = Spawned { () -> [Int] in
-            var seqs: [Int] = []
-            let deadline = Date().addingTimeInterval(60)
-            while seqs.count < total && Date() < deadline {
-                for line in follower.poll(timeoutMs: 100) {
-                    if let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let s = o["seq"] as? Int {
-                        seqs.append(s)
-                    }
-                }
-                if seqs.count % 1000 < 20 { usleep(150_000) }  // fall behind now and then
-            }
-            return seqs
-        }
-        let feeder = RecordFeeder(sinks: [log])
-        for _ in 0..<total {
-            feeder.publish(top: [(1, 0.5)])
-            usleep(150)
-        }
-        let seqs = try await followed.value
-        log.stop()
-        #expect(log.currentStats.rotations > 100)
-        expectSeqs(seqs, 0..<total, "followed")
+        let (seqs, stats) = try await followWhileWriting(records: 5000, gzip: false)
+        #expect(stats.rotations > 100)
+        expectSeqs(seqs, 0..<5000, "followed")
     }
 
     /// The same with `log.gzip`: the followed file and the ones after it are compressed (and
     /// their plain form removed) while the follower is behind; it reads them from the `.gz`.
     @Test func followerReadsAcrossCompressedRotations() async throws {
-        let dir = TestEnv.tempDir("follow-gz")
+        let (seqs, stats) = try await followWhileWriting(records: 3000, gzip: true)
+        #expect(stats.gzipped > 50, "\(stats)")
+        expectSeqs(seqs, 0..<3000, "followed")
+    }
+
+    /// Writes `records` to a log rotating every 4 KiB while a `LogFollower` reads it, falling
+    /// behind by 150 ms now and then; the seqs it read and the log's final stats.
+    func followWhileWriting(records total: Int, gzip: Bool) async throws -> (seqs: [Int], stats: RollingLog.Stats) {
+        let dir = TestEnv.tempDir(gzip ? "follow-gz" : "follow")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var o = RollingLogOptions(path: dir + "/c.log")
         o.maxBytes = 4 * 1024
         o.keep = 1000
-        o.gzip = true
+        o.gzip = gzip
         let log = RollingLog(options: o, logger: ProtocolTestEnv.quiet)
         try log.start()
         let follower = LogFollower(path: dir + "/c.log", lastLines: 0)
-        let total = 3000
         let followed = Spawned { () -> [Int] in
             var seqs: [Int] = []
             let deadline = Date().addingTimeInterval(60)
@@ -434,8 +413,7 @@ enum LogFiles {
         }
         let seqs = try await followed.value
         log.stop()
-        #expect(log.currentStats.gzipped > 50, "\(log.currentStats)")
-        expectSeqs(seqs, 0..<total, "followed")
+        return (seqs, log.currentStats)
     }
 
     @Test func followerStartsWithTheLastLines() throws {
