@@ -113,6 +113,9 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let wakePending = Atomic<Bool>(false)
     private let published = Atomic<Int>(0)
+    /// Passes of the I/O thread (each one a wake-up from `poll`); tests check that records fanned
+    /// out inline do not wake it.
+    let ioPasses = Atomic<Int>(0)
 
     // Result thread → I/O thread.
     private let journal: Mutex<Journal>
@@ -123,7 +126,15 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         var lostReported = 0
     }
 
-    // I/O thread only.
+    /// Held by the I/O thread for each pass (everything but its `poll`), and taken — only if free —
+    /// by the publishing worker to fan a record out itself (`deliverInline`). Guards the state
+    /// below marked "fan-out".
+    private let fanOut = Mutex(())
+    /// Inline delivery is for the common case (a few local readers): with more subscribers the
+    /// sends would lengthen the publishing worker's turn, so the I/O thread fans out.
+    static let inlineFanOutMaxSubscribers = 4
+
+    // Fan-out: the I/O thread, or the publishing worker holding `fanOut`.
     private var subscribers: [Subscriber] = []
     private var nextID = 1
     private var journalScratch: UnsafeMutableRawBufferPointer
@@ -305,7 +316,7 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             throw SocketPublisherError.system(path, e)
         }
         stopping.store(false, ordering: .relaxed)
-        ioThread = DedicatedThread(name: "camclass-sock") { [self] in ioLoop() }
+        fanOut.withLock { _ in ioThread = DedicatedThread(name: "camclass-sock") { [self] in ioLoop() } }
         logger.info("socket listening", metadata: ["socket.path": "\(path)", "socket.mode": "\(String(options.mode, radix: 8))",
                                                    "socket.protocol": "\(CamclassProtocol.version)"])
     }
@@ -382,7 +393,31 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
             j.appended += 1
             return true
         }
-        if appended && !wakePending.exchange(true, ordering: .acquiringAndReleasing) { signalIO() }
+        guard appended, !deliverInline() else { return }
+        if !wakePending.exchange(true, ordering: .acquiringAndReleasing) { signalIO() }
+    }
+
+    /// Fans the journal out on the calling (publishing) thread when the I/O thread is between
+    /// passes and at most `inlineFanOutMaxSubscribers` are connected: the record reaches readers
+    /// without waking the I/O thread (a wake-up and a context switch a record). Sends are
+    /// non-blocking, as on the I/O thread. Returns false (the caller wakes the I/O thread) when the
+    /// I/O thread is busy or must act: bytes a subscriber's socket did not take (it polls for
+    /// POLLOUT), a subscriber to close, or a stop under way.
+    private func deliverInline() -> Bool {
+        let done = fanOut.withLockIfAvailable { _ -> Bool in
+            guard !stopping.load(ordering: .relaxed), ioThread != nil,
+                  subscribers.count <= Self.inlineFanOutMaxSubscribers else { return false }
+            drainJournal()
+            flushWritable()
+            publishSnapshot()
+            for sub in subscribers where sub.closeReason != nil || sub.lingerReason != nil || !sub.ring.isEmpty {
+                return false
+            }
+            return true
+        }
+        guard done == true else { return false }
+        progress.broadcast()
+        return true
     }
 
     private func signalIO() {
@@ -440,10 +475,12 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         stopping.store(true, ordering: .relaxed)
         signalIO()
         ioThread?.join()
-        ioThread = nil
-        for sub in subscribers { close(sub.fd) }
-        subscribers.removeAll()
-        publishSnapshot()
+        fanOut.withLock { _ in
+            ioThread = nil
+            for sub in subscribers { close(sub.fd) }
+            subscribers.removeAll()
+            publishSnapshot()
+        }
         close(listenFD)
         close(wakeFD)
         close(wakeReadFD)
@@ -472,28 +509,10 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
         defer { scratch.deallocate() }
         while !stopping.load(ordering: .relaxed) {
-            fds.removeAll(keepingCapacity: true)
-            // No timeout unless something is due at a time: the end of an accept pause, or of an
-            // evicted subscriber's linger. Otherwise only descriptors wake this thread (a record
-            // through the wake-up pipe, a client, a request): an idle socket costs no wake-ups.
-            var dueNs: UInt64 = 0
-            let now = Clock.monotonicNs()
-            if acceptPausedUntilNs != 0 {
-                if now >= acceptPausedUntilNs { acceptPausedUntilNs = 0 } else { dueNs = acceptPausedUntilNs }
-            }
-            for sub in subscribers where sub.closeReason == nil && sub.lingerReason != nil {
-                if dueNs == 0 || sub.lingerUntilNs < dueNs { dueNs = sub.lingerUntilNs }
-            }
-            let timeoutMs: Int32 = dueNs == 0 ? -1 : Int32(clamping: (dueNs > now ? (dueNs - now) / 1_000_000 : 0) + 1)
-            // A negative fd is ignored by poll: while accepting is paused the backlog waits.
-            fds.append(pollfd(fd: acceptPausedUntilNs == 0 ? listenFD : -1, events: Int16(POLLIN), revents: 0))
-            fds.append(pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0))
-            for sub in subscribers {
-                var ev = sub.lingerReason == nil ? Int16(POLLIN) : 0
-                if !sub.ring.isEmpty { ev |= Int16(POLLOUT) }
-                fds.append(pollfd(fd: sub.fd, events: ev, revents: 0))
-            }
-            let polled = subscribers.count
+            // The poll set is built under `fanOut`; `subscribers` changes only on this thread, so
+            // it still matches after `poll` (the worker may only mark one closed or fill a ring,
+            // and then wakes this thread).
+            let (timeoutMs, polled) = fanOut.withLock { _ in pollSet(&fds) }
             let n = fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), timeoutMs) }
             if n < 0 {
                 if errno == EINTR { continue }
@@ -505,22 +524,54 @@ public final class UnixSocketPublisher: RecordSink, @unchecked Sendable {
                 _ = withUnsafeMutableBytes(of: &sink) { read(wakeReadFD, $0.baseAddress, $0.count) }
             }
             wakePending.store(false, ordering: .sequentiallyConsistent)
-            drainJournal()
-            for i in 0..<polled {
-                let rev = fds[i + 2].revents
-                if rev == 0 { continue }
-                service(subscribers[i], revents: rev, scratch: scratch)
+            ioPasses.add(1, ordering: .relaxed)
+            fanOut.withLock { _ in
+                drainJournal()
+                for i in 0..<polled {
+                    let rev = fds[i + 2].revents
+                    if rev == 0 { continue }
+                    service(subscribers[i], revents: rev, scratch: scratch)
+                }
+                if fds[0].revents & Int16(POLLIN) != 0 { acceptAll() }
+                flushWritable()
+                reapClosed()
+                publishSnapshot()
             }
-            if fds[0].revents & Int16(POLLIN) != 0 { acceptAll() }
-            flushWritable()
-            reapClosed()
-            publishSnapshot()
             progress.broadcast()
         }
         // Last chance for what was published just before the stop.
-        drainJournal()
-        flushWritable()
-        reapClosed()
+        fanOut.withLock { _ in
+            drainJournal()
+            flushWritable()
+            reapClosed()
+        }
+    }
+
+    /// Fills `fds` (listening socket, wake-up pipe, then one entry per subscriber, in order) and
+    /// returns poll's timeout and the number of subscribers polled. Fan-out state: call with `fanOut`.
+    private func pollSet(_ fds: inout [pollfd]) -> (timeoutMs: Int32, polled: Int) {
+        fds.removeAll(keepingCapacity: true)
+        // No timeout unless something is due at a time: the end of an accept pause, or of an
+        // evicted subscriber's linger. Otherwise only descriptors wake this thread (a record
+        // through the wake-up pipe, a client, a request): an idle socket costs no wake-ups.
+        var dueNs: UInt64 = 0
+        let now = Clock.monotonicNs()
+        if acceptPausedUntilNs != 0 {
+            if now >= acceptPausedUntilNs { acceptPausedUntilNs = 0 } else { dueNs = acceptPausedUntilNs }
+        }
+        for sub in subscribers where sub.closeReason == nil && sub.lingerReason != nil {
+            if dueNs == 0 || sub.lingerUntilNs < dueNs { dueNs = sub.lingerUntilNs }
+        }
+        let timeoutMs: Int32 = dueNs == 0 ? -1 : Int32(clamping: (dueNs > now ? (dueNs - now) / 1_000_000 : 0) + 1)
+        // A negative fd is ignored by poll: while accepting is paused the backlog waits.
+        fds.append(pollfd(fd: acceptPausedUntilNs == 0 ? listenFD : -1, events: Int16(POLLIN), revents: 0))
+        fds.append(pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0))
+        for sub in subscribers {
+            var ev = sub.lingerReason == nil ? Int16(POLLIN) : 0
+            if !sub.ring.isEmpty { ev |= Int16(POLLOUT) }
+            fds.append(pollfd(fd: sub.fd, events: ev, revents: 0))
+        }
+        return (timeoutMs, subscribers.count)
     }
 
     private func publishSnapshot() {

@@ -236,3 +236,10 @@ public final class LogCapture: @unchecked Sendable {
         func log(event: LogEvent) { capture.append(event.level, "\(event.message)") }
     }
 }
+
+/// A value shared between a test and the threads it starts (a `Mutex` in a class, so closures
+/// and arrays can hold it).
+public final class Shared<T: Sendable>: Sendable {
+    public let value: Mutex<T>
+    public init(_ v: T) { value = Mutex(v) }
+}

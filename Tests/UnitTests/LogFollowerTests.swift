@@ -51,11 +51,6 @@ import WireFormat
         }
     }
 
-    final class Shared<T: Sendable>: Sendable {
-        let value: Mutex<T>
-        init(_ v: T) { value = Mutex(v) }
-    }
-
     /// `/proc/self/task/TID` of the calling thread.
     static func threadProcPath() -> String {
         var buf = [CChar](repeating: 0, count: 256)
