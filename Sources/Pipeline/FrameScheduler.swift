@@ -130,7 +130,7 @@ public final class FrameScheduler: @unchecked Sendable {
     /// `pop` as a detached handle (tests inspect it without ending the lease).
     func popHandle() -> (lane: SourceLane, frame: FrameHandle)? {
         var picked: (SourceLane, FrameHandle)?
-        var wasFull = false
+        var wakeProducer = false
         cond.wait(until: {
             var best = -1
             var total = 0
@@ -142,11 +142,14 @@ public final class FrameScheduler: @unchecked Sendable {
             if best >= 0 {
                 states[best].credit -= total
                 let capacity = states[best].ring.count
-                wasFull = states[best].count == capacity
                 var handle = states[best].ring[states[best].head]!
                 states[best].ring[states[best].head] = nil
                 states[best].head = (states[best].head + 1) % capacity
                 states[best].count -= 1
+                // A blocked producer (`.block`) is woken when its ring is empty, not at the first
+                // free slot: it then refills the whole ring in one turn, one wake-up per ring
+                // rather than per frame (with one slot, the same thing).
+                wakeProducer = lanes[best].policy == .block && states[best].count == 0
                 states[best].inFlight += 1
                 handle.info.ticket = nextTicket
                 nextTicket += 1
@@ -155,8 +158,7 @@ public final class FrameScheduler: @unchecked Sendable {
             }
             return holds == 0 && (stopped || states.allSatisfy(\.closed))
         })
-        // Room for a producer: one can wait only while its ring is full (`.block`).
-        if wasFull { cond.broadcast() }
+        if wakeProducer { cond.broadcast() }
         return picked
     }
 

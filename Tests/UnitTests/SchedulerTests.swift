@@ -61,6 +61,33 @@ import WireFormat
         #expect(s.counters(a).droppedOldest == 0)
     }
 
+    /// A blocked file job is woken when its ring is empty, then refills it in one turn (one
+    /// wake-up per ring, not per frame).
+    @Test func aBlockedFileJobRefillsItsWholeRingInOneTurn() throws {
+        let pool = FramePool(count: 8, width: 16, height: 16)
+        let s = FrameScheduler()
+        let a = Self.lane("a", capacity: 2, fps: 0)
+        s.add(a)
+        s.push(Self.frame(seq: 0, pool: pool), lane: a)
+        s.push(Self.frame(seq: 1, pool: pool), lane: a)
+        let pushed = Shared(0)
+        let t = DedicatedThread(name: "producer") {
+            for seq in 2..<4 {
+                s.push(Self.frame(seq: UInt64(seq), pool: pool), lane: a)
+                pushed.value.withLock { $0 += 1 }
+            }
+        }
+        #expect(!waitUntil(timeoutMs: 200) { pushed.value.withLock { $0 } > 0 }, "a full ring makes the producer wait")
+        let first = try #require(s.popHandle())
+        #expect(!waitUntil(timeoutMs: 200) { pushed.value.withLock { $0 } > 0 }, "one free slot does not wake the producer")
+        let second = try #require(s.popHandle())
+        #expect(waitUntil(timeoutMs: 5000) { pushed.value.withLock { $0 } == 2 }, "an empty ring does; it pushes both")
+        t.join()
+        #expect(s.counters(a).depth == 2 && s.counters(a).droppedOldest == 0)
+        _ = first.frame.adopt()
+        _ = second.frame.adopt()
+    }
+
     /// Saturation: every lane always has a frame waiting; the pick follows the weights exactly.
     @Test(arguments: [[1, 1, 1], [1, 2, 1], [3, 1, 2]])
     func theWeightedPickSharesInProportion(weights: [Int]) throws {
